@@ -1,0 +1,175 @@
+"""Node-feature stores implementing PyG's ``FeatureStore`` interface.
+
+PyG loaders (``NeighborLoader`` with a ``(FeatureStore, GraphStore)`` pair) can
+consume these directly; our Cluster-GCN / GraphSAINT path gathers each batch's
+rows by global node id through the same ``get_tensor`` call.
+
+* ``DenseFeatureStore``: torch tensors in RAM.
+* ``SparseFeatureStore``: scipy CSR matrices; only the gathered rows are made
+  dense, so memory is about ``nnz * (index + value)`` bytes.
+* ``MmapFeatureStore``: ``.npy`` files memory-mapped from disk, read per batch,
+  so features may be larger than RAM.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch_geometric.data.feature_store import FeatureStore, TensorAttr
+
+Key = tuple[Optional[str], str]
+
+
+def _key(attr: TensorAttr) -> Key:
+    group = attr.group_name if attr.is_set("group_name") else None
+    return group, attr.attr_name
+
+
+def _as_numpy_index(index: Any) -> Any:
+    if index is None or isinstance(index, slice):
+        return slice(None) if index is None else index
+    if isinstance(index, torch.Tensor):
+        return index.cpu().numpy()
+    return np.asarray(index)
+
+
+class _MatrixFeatureStore(FeatureStore):
+    """Shared bookkeeping; subclasses say how a matrix is stored and gathered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._store: dict[Key, Any] = {}
+
+    # -- to implement ------------------------------------------------------
+    def _to_backend(self, key: Key, tensor: Any) -> Any:
+        raise NotImplementedError
+
+    def _gather(self, backend: Any, index: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _backend_nbytes(self, backend: Any) -> int:
+        raise NotImplementedError
+
+    # -- FeatureStore interface ---------------------------------------------
+    def _put_tensor(self, tensor: Any, attr: TensorAttr) -> bool:
+        key = _key(attr)
+        self._store[key] = self._to_backend(key, tensor)
+        return True
+
+    def _get_tensor(self, attr: TensorAttr) -> Optional[torch.Tensor]:
+        backend = self._store.get(_key(attr))
+        if backend is None:
+            return None
+        index = attr.index if attr.is_set("index") else None
+        return self._gather(backend, _as_numpy_index(index))
+
+    def _remove_tensor(self, attr: TensorAttr) -> bool:
+        return self._store.pop(_key(attr), None) is not None
+
+    def _get_tensor_size(self, attr: TensorAttr) -> Optional[tuple[int, ...]]:
+        backend = self._store.get(_key(attr))
+        return None if backend is None else tuple(backend.shape)
+
+    def get_all_tensor_attrs(self) -> list[TensorAttr]:
+        return [TensorAttr(group_name=g, attr_name=a) for g, a in self._store]
+
+    # -- convenience ---------------------------------------------------------
+    def rows(self, index: torch.Tensor, attr_name: str = "x",
+             group_name: Optional[str] = None) -> torch.Tensor:
+        """Dense float rows ``index`` of feature matrix ``attr_name``."""
+        return self.get_tensor(group_name=group_name, attr_name=attr_name, index=index)
+
+    def shape(self, attr_name: str = "x", group_name: Optional[str] = None) -> tuple[int, ...]:
+        return self.get_tensor_size(group_name=group_name, attr_name=attr_name)
+
+    def nbytes(self) -> int:
+        """Host bytes held by the stored matrices (RAM for dense/sparse, disk for mmap)."""
+        return sum(self._backend_nbytes(b) for b in self._store.values())
+
+
+class DenseFeatureStore(_MatrixFeatureStore):
+    """Dense float tensors in RAM."""
+
+    def _to_backend(self, key: Key, tensor: Any) -> torch.Tensor:
+        if sp.issparse(tensor):
+            tensor = tensor.toarray()
+        return torch.as_tensor(tensor, dtype=torch.float32)
+
+    def _gather(self, backend: torch.Tensor, index: Any) -> torch.Tensor:
+        if isinstance(index, slice):
+            return backend[index]
+        return backend[torch.from_numpy(np.asarray(index, dtype=np.int64))]
+
+    def _backend_nbytes(self, backend: torch.Tensor) -> int:
+        return backend.numel() * backend.element_size()
+
+
+class SparseFeatureStore(_MatrixFeatureStore):
+    """CSR matrices; rows are densified only when gathered for a batch."""
+
+    def _to_backend(self, key: Key, tensor: Any) -> sp.csr_matrix:
+        if isinstance(tensor, torch.Tensor):
+            tensor = tensor.to_dense().numpy() if tensor.is_sparse or tensor.layout != torch.strided \
+                else tensor.numpy()
+        matrix = sp.csr_matrix(tensor, dtype=np.float32)
+        matrix.sort_indices()
+        return matrix
+
+    def _gather(self, backend: sp.csr_matrix, index: Any) -> torch.Tensor:
+        return torch.from_numpy(backend[index].toarray())
+
+    def _backend_nbytes(self, backend: sp.csr_matrix) -> int:
+        return backend.data.nbytes + backend.indices.nbytes + backend.indptr.nbytes
+
+
+class MmapFeatureStore(_MatrixFeatureStore):
+    """Float32 ``.npy`` files under ``directory``, memory-mapped read-only."""
+
+    def __init__(self, directory: str, chunk_rows: int = 65_536) -> None:
+        super().__init__()
+        self.directory = directory
+        self.chunk_rows = chunk_rows
+        os.makedirs(directory, exist_ok=True)
+
+    def _path(self, key: Key) -> str:
+        group, name = key
+        return os.path.join(self.directory, f"{group or 'node'}__{name}.npy")
+
+    def _to_backend(self, key: Key, tensor: Any) -> np.memmap:
+        path = self._path(key)
+        if isinstance(tensor, str):  # an existing .npy file: map it as is
+            return np.load(tensor, mmap_mode="r")
+        num_rows, num_cols = tensor.shape
+        tmp = path + ".tmp"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                        shape=(num_rows, num_cols))
+        for start in range(0, num_rows, self.chunk_rows):  # never densify it all
+            block = tensor[start:start + self.chunk_rows]
+            if sp.issparse(block):
+                block = block.toarray()
+            elif isinstance(block, torch.Tensor):
+                block = block.numpy()
+            out[start:start + block.shape[0]] = block
+        out.flush()
+        del out
+        os.replace(tmp, path)
+        return np.load(path, mmap_mode="r")
+
+    def _gather(self, backend: np.memmap, index: Any) -> torch.Tensor:
+        if not isinstance(index, slice):
+            index = np.asarray(index, dtype=np.int64)
+            order = np.argsort(index)             # sequential reads are faster
+            rows = np.empty((index.size, backend.shape[1]), np.float32)
+            rows[order] = backend[index[order]]
+            return torch.from_numpy(rows)
+        return torch.from_numpy(np.ascontiguousarray(backend[index]))
+
+    def _backend_nbytes(self, backend: np.memmap) -> int:
+        return int(np.prod(backend.shape)) * 4
+
+
+FEATURE_STORES = {"dense": DenseFeatureStore, "sparse": SparseFeatureStore,
+                  "mmap": MmapFeatureStore}

@@ -1,0 +1,219 @@
+"""Rank-sharded mini-batch loaders built on PyG's loaders.
+
+Partitioners and samplers see only the graph *structure* (edges + ``n_id``);
+each batch's features, labels and masks are gathered afterwards from the
+dataset's feature store by global node id, so features can stay sparse or on
+disk.  Every batch is a PyG ``Data`` with ``x, y, edge_index, n_id`` and the
+masks, plus ``loss_mask`` (nodes whose loss counts), and for GraphSAINT
+``loss_weight`` (node normalisation) and ``edge_weight`` (edge normalisation).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from ..errors import GnnZeroError
+from ..utils.atomic import atomic_torch_save
+from .datasets import GraphDataset
+from .sharding import shard_batches
+
+LOADER_KINDS = ("cluster", "saint-rw", "saint-node", "saint-edge", "neighbor", "full")
+
+
+@dataclass
+class LoaderOptions:
+    """How training mini-batches are formed (see ``launch/train.py --help``)."""
+
+    kind: str = "cluster"
+    num_parts: int = 0              # Cluster-GCN parts; 0 = about 500 nodes a part
+    clusters_per_batch: int = 4
+    batch_size: int = 2000          # SAINT node/edge budget or random-walk roots; neighbor seeds
+    walk_length: int = 2
+    saint_steps: int = 0            # SAINT steps per rank and epoch; 0 = cover the graph once
+    sample_coverage: int = 20
+    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
+    cache_dir: Optional[str] = None
+
+    def resolved_num_parts(self, num_nodes: int) -> int:
+        return self.num_parts or max(2, num_nodes // 500)
+
+
+def with_node_fields(batch: Data, dataset: GraphDataset) -> Data:
+    """Attach features, labels and masks of ``batch.n_id`` from the dataset's stores."""
+    for key, value in dataset.node_fields(batch.n_id).items():
+        batch[key] = value
+    return batch
+
+
+class GraphLoader:
+    """Base: ``epoch(e)`` yields this rank's batches; all ranks yield ``steps_per_epoch``."""
+
+    steps_per_epoch: int = 1
+
+    def __init__(self, dataset: GraphDataset, opts: LoaderOptions, rank: int,
+                 world_size: int, seed: int) -> None:
+        self.dataset, self.opts = dataset, opts
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
+        """This rank's batches of ``epoch``, skipping the first ``start`` (for resuming)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+
+class FullBatchLoader(GraphLoader):
+    """The whole graph every step; each rank's loss covers a disjoint half of the train nodes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.train_idx = self.dataset.masks["train_mask"].nonzero().view(-1)
+        self.graph = with_node_fields(self.dataset.structure(), self.dataset)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
+        if start >= 1:
+            return
+        batch = self.graph.clone()
+        mine = shard_batches(self.train_idx.numel(), self.world_size, self.rank,
+                             self.train_idx.numel(), epoch, self.seed)
+        loss_mask = torch.zeros(self.dataset.num_nodes, dtype=torch.bool)
+        loss_mask[self.train_idx[torch.from_numpy(np.concatenate(mine))]] = True
+        batch.loss_mask = loss_mask
+        yield batch
+
+
+class ClusterGCNLoader(GraphLoader):
+    """METIS clusters (pymetis, cached), several clusters a batch, clusters sharded by rank."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from .partition import PyMetisClusterData
+
+        num_parts = self.opts.resolved_num_parts(self.dataset.num_nodes)
+        self.cluster_data = PyMetisClusterData(
+            self.dataset.structure(), num_parts, cache_dir=self.opts.cache_dir,
+            fingerprint=self.dataset.fingerprint())
+        self.num_parts = num_parts
+        self.steps_per_epoch = len(self._batches(0))
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        groups = shard_batches(self.num_parts, self.world_size, self.rank,
+                               self.opts.clusters_per_batch, epoch, self.seed)
+        return [g.tolist() for g in groups]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
+        from torch_geometric.loader import ClusterLoader
+
+        loader = ClusterLoader(self.cluster_data, batch_sampler=self._batches(epoch)[start:])
+        for batch in loader:
+            batch = with_node_fields(batch, self.dataset)
+            batch.loss_mask = batch.train_mask
+            yield batch
+
+
+def _require_torch_sparse(what: str) -> None:
+    import torch_geometric.typing as pyg_typing
+
+    if not (pyg_typing.WITH_TORCH_SPARSE or pyg_typing.WITH_PYG_LIB):
+        raise GnnZeroError(f"{what} needs torch-sparse (and torch-scatter) or pyg-lib; run "
+                           f"`make install` (builds them from source) or use --loader cluster")
+
+
+class SaintLoader(GraphLoader):
+    """PyG's GraphSAINT node / edge / random-walk samplers with cached normalisation."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _require_torch_sparse(f"--loader {self.opts.kind}")
+        from torch_geometric.loader import (GraphSAINTEdgeSampler, GraphSAINTNodeSampler,
+                                            GraphSAINTRandomWalkSampler)
+
+        opts, n = self.opts, self.dataset.num_nodes
+        per_step = opts.batch_size * (opts.walk_length + 1 if opts.kind == "saint-rw" else 1)
+        self.steps_per_epoch = opts.saint_steps or max(1, n // (per_step * self.world_size))
+        cls = {"saint-rw": GraphSAINTRandomWalkSampler, "saint-node": GraphSAINTNodeSampler,
+               "saint-edge": GraphSAINTEdgeSampler}[opts.kind]
+        extra = {"walk_length": opts.walk_length} if opts.kind == "saint-rw" else {}
+        torch.manual_seed(self.seed)  # identical norms on every rank
+        self.sampler = cls(self.dataset.structure(), batch_size=opts.batch_size,
+                           num_steps=self.steps_per_epoch, sample_coverage=0, log=False, **extra)
+        self._load_or_compute_norm(cls.__name__, extra)
+
+    def _load_or_compute_norm(self, name: str, extra: dict) -> None:
+        """Normalisation coefficients, cached per graph fingerprint and sampler settings."""
+        opts, path = self.opts, None
+        if opts.cache_dir:
+            tag = "_".join(f"{k}{v}" for k, v in extra.items())
+            path = os.path.join(opts.cache_dir, self.dataset.fingerprint(),
+                                f"{name.lower()}_b{opts.batch_size}_{tag}_c{opts.sample_coverage}_norm.pt")
+        if path and os.path.exists(path):
+            node_norm, edge_norm = torch.load(path)
+        else:
+            self.sampler.sample_coverage = opts.sample_coverage
+            node_norm, edge_norm = self.sampler._compute_norm()
+            if path:
+                atomic_torch_save((node_norm, edge_norm), path)
+        self.sampler.sample_coverage = opts.sample_coverage
+        self.sampler.node_norm, self.sampler.edge_norm = node_norm, edge_norm
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
+        # Disjoint random streams per rank and epoch (the sampler draws from the
+        # global RNG).  On resume (start > 0) the RNG state restored from the
+        # checkpoint continues the stream, so the remaining steps are the same.
+        if start == 0:
+            torch.manual_seed((self.seed * 1_000_003 + epoch * 1009 + self.rank) % (2**63))
+        for step in range(start, self.steps_per_epoch):
+            batch = self.sampler._collate([self.sampler[step]])
+            batch = with_node_fields(batch, self.dataset)
+            batch.loss_mask = batch.train_mask
+            batch.loss_weight = batch.node_norm
+            batch.edge_weight = batch.edge_norm
+            yield batch
+
+
+class NeighborSamplingLoader(GraphLoader):
+    """PyG's ``NeighborLoader`` over this rank's shard of the training seeds."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _require_torch_sparse("--loader neighbor")
+        self.train_idx = self.dataset.masks["train_mask"].nonzero().view(-1)
+        self.structure = self.dataset.structure()
+        self.steps_per_epoch = len(self._batches(0))
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        groups = shard_batches(self.train_idx.numel(), self.world_size, self.rank,
+                               self.opts.batch_size, epoch, self.seed)
+        return [g.tolist() for g in groups]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
+        from torch_geometric.loader import NeighborLoader
+
+        loader = NeighborLoader(self.structure, num_neighbors=self.opts.num_neighbors,
+                                input_nodes=self.train_idx,
+                                batch_sampler=self._batches(epoch)[start:])
+        for batch in loader:
+            batch = with_node_fields(batch, self.dataset)
+            seed_mask = torch.zeros(batch.num_nodes, dtype=torch.bool)
+            seed_mask[:batch.batch_size] = True
+            batch.loss_mask = seed_mask
+            yield batch
+
+
+def build_loader(dataset: GraphDataset, opts: LoaderOptions, rank: int = 0,
+                 world_size: int = 1, seed: int = 0) -> GraphLoader:
+    """The training loader of kind ``opts.kind`` for this rank."""
+    classes = {"full": FullBatchLoader, "cluster": ClusterGCNLoader, "neighbor": NeighborSamplingLoader,
+               "saint-rw": SaintLoader, "saint-node": SaintLoader, "saint-edge": SaintLoader}
+    if opts.kind not in classes:
+        raise GnnZeroError(f"unknown --loader '{opts.kind}'; choose one of {', '.join(LOADER_KINDS)}")
+    if opts.kind == "cluster" and opts.resolved_num_parts(dataset.num_nodes) > dataset.num_nodes:
+        raise GnnZeroError(f"--num-parts {opts.num_parts} is larger than the node count "
+                           f"{dataset.num_nodes}; use at most {dataset.num_nodes}")
+    return classes[opts.kind](dataset, opts, rank, world_size, seed)

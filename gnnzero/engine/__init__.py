@@ -1,0 +1,1 @@
+"""DeepSpeed engine construction, the train/eval loop and checkpointing."""

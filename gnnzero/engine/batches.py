@@ -1,0 +1,41 @@
+"""Moving a graph batch to the device in the compute dtype, and the node-classification loss."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Normalisation weights stay fp32: they multiply the fp32 loss, not activations.
+KEEP_FP32 = {"loss_weight", "node_norm", "edge_norm"}
+
+
+def prepare_batch(batch, device: torch.device, dtype: torch.dtype):
+    """Move a PyG ``Data``/``HeteroData`` to ``device`` and cast its floating tensors to ``dtype``.
+
+    Without this, a bf16/fp16 engine fed fp32 features fails with "expected
+    scalar type Float but found BFloat16" — the most reported DeepSpeed + PyG error.
+    """
+    batch = batch.to(device)
+    for store in batch.stores:
+        for key, value in store.items():
+            if isinstance(value, Tensor) and value.is_floating_point() and key not in KEEP_FP32:
+                store[key] = value.to(dtype)
+    return batch
+
+
+def node_loss(logits: Tensor, batch) -> Tensor:
+    """Cross-entropy over ``batch.loss_mask`` (fp32), GraphSAINT-normalised when weights are given.
+
+    With ``loss_weight`` (GraphSAINT ``node_norm``) the loss is
+    ``sum_v node_norm_v * CE_v`` over the training nodes, PyG's estimator of the
+    full-graph mean loss.  A batch without training nodes gives a zero loss that
+    still touches every output, so every rank runs the same collectives.
+    """
+    mask = batch.loss_mask
+    if not bool(mask.any()):
+        return logits.float().sum() * 0.0
+    losses = F.cross_entropy(logits[mask].float(), batch.y[mask], reduction="none")
+    weight = getattr(batch, "loss_weight", None)
+    if weight is None:
+        return losses.mean()
+    return (losses * weight[mask].float()).sum()

@@ -1,0 +1,162 @@
+"""Model builders: PyG ``BasicGNN`` stacks with low-rank and shared weights.
+
+``build_model("sage", 500, 256, 8, 4, rank=16, share_weights=True)`` gives a
+GraphSAGE whose dense linear maps are rank-16 factorisations and whose
+hidden-to-hidden layers share one set of weights (biases, norms and attention
+vectors stay per layer).  Every model's ``forward(x, edge_index, edge_weight=None)``
+returns logits.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
+from torch_geometric.nn.models.basic_gnn import BasicGNN
+from torch_geometric.nn import MLP
+
+from .convs import GATConvFp32, GCNConvFp32, GINConvWeighted, PinSAGEConv, SAGEConvWeighted
+from .lowrank import replace_linears_with_low_rank, share_linear_weights
+
+ARCHS = ("gcn", "sage", "gat", "gin", "pinsage")
+NORMS = (None, "batch", "layer", "graph")
+JK_MODES = (None, "last", "cat", "max")
+
+
+class GCNModel(GCN):
+    supports_edge_weight = True
+
+    def init_conv(self, in_channels, out_channels, **kwargs):
+        return GCNConvFp32(in_channels, out_channels, **kwargs)
+
+
+class SAGEModel(GraphSAGE):
+    supports_edge_weight = True
+
+    def init_conv(self, in_channels, out_channels, **kwargs):
+        return SAGEConvWeighted(in_channels, out_channels, **kwargs)
+
+
+class GINModel(GIN):
+    supports_edge_weight = True
+
+    def init_conv(self, in_channels, out_channels, **kwargs):
+        mlp = MLP([in_channels, out_channels, out_channels], act=self.act,
+                  act_first=self.act_first, norm=self.norm, norm_kwargs=self.norm_kwargs)
+        return GINConvWeighted(mlp, **kwargs)
+
+
+class GATModel(GAT):
+    supports_edge_weight = True
+    supports_edge_attr = False
+
+    def init_conv(self, in_channels, out_channels, **kwargs):
+        heads = kwargs.pop("heads", 1)
+        concat = not getattr(self, "_is_conv_to_out", False)
+        if concat:
+            out_channels //= heads
+        return GATConvFp32(in_channels, out_channels, heads=heads, concat=concat,
+                           dropout=self.dropout.p, **kwargs)
+
+
+class PinSAGEModel(BasicGNN):
+    supports_edge_weight = True
+    supports_edge_attr = False
+
+    def init_conv(self, in_channels, out_channels, **kwargs):
+        return PinSAGEConv(in_channels, out_channels,
+                           output_layer=getattr(self, "_is_conv_to_out", False))
+
+
+MODEL_CLASSES = {"gcn": GCNModel, "sage": SAGEModel, "gat": GATModel, "gin": GINModel,
+                 "pinsage": PinSAGEModel}
+
+
+class CheckpointedLayer(nn.Module):
+    """Recompute ``layer`` in the backward pass instead of storing its activations."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            return self.layer(*args, **kwargs)
+        return checkpoint(self.layer, *args, use_reentrant=False, **kwargs)
+
+
+def hidden_layer_indices(num_layers: int, jk: Optional[str]) -> list[int]:
+    """Indices of the hidden-to-hidden convolutions (the ones that can share weights)."""
+    last = num_layers if jk is not None else num_layers - 1
+    return list(range(1, last))
+
+
+def _validate(arch: str, in_channels: int, hidden_channels: int, out_channels: int,
+              num_layers: int, rank: Optional[int], dropout: float, norm: Optional[str],
+              jk: Optional[str], heads: int) -> None:
+    if arch not in ARCHS:
+        raise ValueError(f"arch '{arch}' is unknown; allowed values: {', '.join(ARCHS)}")
+    for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
+                        ("out_channels", out_channels)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
+    if rank is not None and (not isinstance(rank, int) or rank <= 0):
+        raise ValueError(f"rank must be None (dense) or an integer >= 1, got {rank!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm '{norm}' is unknown; allowed values: None, batch, layer, graph")
+    if jk not in JK_MODES:
+        raise ValueError(f"jk '{jk}' is unknown; allowed values: None, last, cat, max")
+    if not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"heads must be an integer >= 1, got {heads!r}")
+    if arch == "gat" and hidden_channels % heads:
+        raise ValueError(f"heads={heads} does not divide hidden_channels={hidden_channels}; "
+                         f"allowed heads are divisors of {hidden_channels}")
+
+
+def validate_model_args(model_cfg) -> None:
+    """Check a ``ModelConfig``'s architecture arguments before any data is loaded."""
+    _validate(model_cfg.arch, 1, model_cfg.hidden, 1, model_cfg.layers, model_cfg.rank,
+              model_cfg.dropout, model_cfg.norm, model_cfg.jk, model_cfg.heads)
+
+
+def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels: int,
+                num_layers: int, *, share_weights: bool = False, rank: Optional[int] = None,
+                dropout: float = 0.5, norm: Optional[str] = None, jk: Optional[str] = None,
+                heads: int = 1, activation_checkpointing: bool = False) -> BasicGNN:
+    """Build a GNN whose ``forward(x, edge_index, edge_weight=None)`` returns logits.
+
+    ``rank`` factorises every dense linear map inside the convolutions
+    (``LowRankLinear``; ``rank >= min(in, out)`` stays dense).  ``share_weights``
+    makes all hidden-to-hidden convolutions use one set of linear weights.
+    ``activation_checkpointing`` recomputes each convolution in the backward pass.
+    """
+    _validate(arch, in_channels, hidden_channels, out_channels, num_layers, rank, dropout,
+              norm, jk, heads)
+    kwargs = {"heads": heads} if arch == "gat" else {}
+    model = MODEL_CLASSES[arch](in_channels, hidden_channels, num_layers, out_channels,
+                                dropout=dropout, norm=norm, jk=jk, **kwargs)
+    if rank is not None:
+        for conv in model.convs:
+            replace_linears_with_low_rank(conv, rank)
+    if share_weights:
+        shared = [model.convs[i] for i in hidden_layer_indices(num_layers, jk)]
+        model.shared_cores = share_linear_weights(shared)
+    if activation_checkpointing:
+        for i, conv in enumerate(model.convs):
+            model.convs[i] = CheckpointedLayer(conv)
+    model.config = dict(arch=arch, in_channels=in_channels, hidden_channels=hidden_channels,
+                        out_channels=out_channels, num_layers=num_layers,
+                        share_weights=share_weights, rank=rank, dropout=dropout, norm=norm,
+                        jk=jk, heads=heads)
+    return model
+
+
+def forward_batch(model: nn.Module, batch) -> Tensor:
+    """Logits for a PyG batch, passing GraphSAINT's edge weights when present."""
+    return model(batch.x, batch.edge_index, getattr(batch, "edge_weight", None))

@@ -1,0 +1,155 @@
+"""Message-passing layers that are safe in bf16/fp16 and accept GraphSAINT edge weights.
+
+PyG's convs aggregate in the input dtype.  In bf16 a sum over a node with
+thousands of neighbours stalls (bf16 has 8 mantissa bits: 256 + 1 == 256), and
+``gcn_norm`` builds its degree vector in ``x.dtype``, so GCN degrees saturate
+at 256.  Here aggregation and normalisation run in fp32 and only the result is
+cast back to the compute dtype.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.nn import GATConv, GCNConv, GINConv, SAGEConv
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import scatter
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class Fp32AggregationMixin:
+    """Aggregate messages in fp32 when they arrive in fp16/bf16; cast the result back."""
+
+    def aggregate(self, inputs: Tensor, index: Tensor, ptr: Optional[Tensor] = None,
+                  dim_size: Optional[int] = None) -> Tensor:
+        if inputs.dtype in LOW_PRECISION:
+            return super().aggregate(inputs.float(), index, ptr, dim_size).to(inputs.dtype)
+        return super().aggregate(inputs, index, ptr, dim_size)
+
+
+def _edge_message(x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
+    if edge_weight is None:
+        return x_j
+    return (edge_weight.view(-1, 1).float() * x_j.float()).to(x_j.dtype)
+
+
+class GCNConvFp32(Fp32AggregationMixin, GCNConv):
+    """``GCNConv`` whose symmetric normalisation and aggregation run in fp32."""
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
+        if self.normalize:
+            if edge_weight is not None:
+                edge_weight = edge_weight.float()
+            edge_index, edge_weight = gcn_norm(edge_index, edge_weight, x.size(self.node_dim),
+                                               self.improved, self.add_self_loops, self.flow,
+                                               torch.float32)
+        x = self.lin(x)
+        out = self.propagate(edge_index, x=x, edge_weight=edge_weight)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+    def message(self, x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
+        return _edge_message(x_j, edge_weight)
+
+
+class SAGEConvWeighted(Fp32AggregationMixin, SAGEConv):
+    """``SAGEConv`` whose neighbour messages are scaled by ``edge_weight`` (e.g. GraphSAINT norms)."""
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
+        x = (x, x) if isinstance(x, Tensor) else x
+        if self.project and hasattr(self, "lin"):
+            x = (self.lin(x[0]).relu(), x[1])
+        # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
+        out = self.lin_l(self.propagate(edge_index, x=x, edge_weight=edge_weight))
+        if self.root_weight and x[1] is not None:
+            out = out + self.lin_r(x[1])
+        return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
+
+    def message(self, x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
+        return _edge_message(x_j, edge_weight)
+
+
+class GINConvWeighted(Fp32AggregationMixin, GINConv):
+    """``GINConv`` with optional edge weights on the summed neighbour messages."""
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
+        x = (x, x) if isinstance(x, Tensor) else x
+        # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
+        out = self.propagate(edge_index, x=x, edge_weight=edge_weight)
+        if x[1] is not None:
+            out = out + (1 + self.eps) * x[1]
+        return self.nn(out)
+
+    def message(self, x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
+        return _edge_message(x_j, edge_weight)
+
+
+class GATConvFp32(Fp32AggregationMixin, GATConv):
+    """``GATConv`` whose attention softmax runs in fp32.
+
+    ``edge_weight`` is accepted for a uniform interface and ignored: attention
+    re-normalises over each neighbourhood, which would cancel per-edge
+    GraphSAINT normalisation anyway.
+    """
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None,
+                edge_attr: Optional[Tensor] = None) -> Tensor:
+        return super().forward(x, edge_index, edge_attr=edge_attr)
+
+    def edge_update(self, alpha_j: Tensor, alpha_i: Optional[Tensor], edge_attr: Optional[Tensor],
+                    index: Tensor, ptr: Optional[Tensor], dim_size: Optional[int]) -> Tensor:
+        dtype = alpha_j.dtype
+        alpha_i = None if alpha_i is None else alpha_i.float()
+        return super().edge_update(alpha_j.float(), alpha_i, edge_attr, index, ptr,
+                                   dim_size).to(dtype)
+
+
+class PinSAGEConv(Fp32AggregationMixin, MessagePassing):
+    """PinSAGE convolution (Ying et al., 2018) with importance-weighted aggregation.
+
+    ``n_v = sum_u alpha_vu * relu(Q h_u + q)`` with ``alpha_vu = w_vu / sum_u' w_vu'``
+    (``w`` = importance, e.g. random-walk visit counts; uniform without weights),
+    then ``h_v' = normalize(relu(W [h_v || n_v] + b))``.  ``W [h || n]`` is written
+    as ``lin_root(h) + lin_neigh(n)`` so both maps can be low-rank or shared.
+    PyG has no PinSAGE layer, hence this one.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, normalize: bool = True,
+                 output_layer: bool = False) -> None:
+        super().__init__(aggr="sum")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.normalize, self.output_layer = normalize and not output_layer, output_layer
+        self.lin_pool = torch.nn.Linear(in_channels, out_channels)
+        self.lin_root = torch.nn.Linear(in_channels, out_channels)
+        self.lin_neigh = torch.nn.Linear(out_channels, out_channels, bias=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for lin in (self.lin_pool, self.lin_root, self.lin_neigh):
+            lin.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
+        src, dst = edge_index
+        weight = (torch.ones(src.numel(), device=x.device) if edge_weight is None
+                  else edge_weight.float())
+        total = scatter(weight, dst, dim=0, dim_size=x.size(0), reduce="sum")
+        alpha = weight / total[dst].clamp(min=1e-12)
+        pooled = self.lin_pool(x).relu()
+        # propagate_type: (x: Tensor, alpha: Tensor)
+        neigh = self.propagate(edge_index, x=pooled, alpha=alpha)
+        out = self.lin_root(x) + self.lin_neigh(neigh)
+        if self.output_layer:  # logits: no activation, no normalisation
+            return out
+        out = out.relu()
+        return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
+
+    def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
+        return _edge_message(x_j, alpha)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"

@@ -1,0 +1,1 @@
+"""Per-rank memory and throughput measurement, reports and plots."""

@@ -1,0 +1,71 @@
+"""Run environment and the end-of-run summary table."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from typing import Any
+
+import torch
+
+from .memory import format_bytes
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=False)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_environment(device: torch.device) -> dict[str, Any]:
+    """Device name and library versions, recorded with every result."""
+    import torch_geometric
+
+    try:
+        import deepspeed
+        ds_version = deepspeed.__version__
+    except ImportError:
+        ds_version = None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return {"device": name, "device_type": device.type, "torch": torch.__version__,
+            "torch_geometric": torch_geometric.__version__, "deepspeed": ds_version,
+            "python": platform.python_version(), "git_commit": git_commit()}
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A GitHub-markdown table of ``rows`` restricted to ``columns``."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def print_summary(metrics: dict[str, Any]) -> None:
+    """The end-of-run table: accuracy, time, per-rank memory, throughput, stage and precision."""
+    memory = metrics["memory"]
+    peaks = ", ".join(f"r{r['rank']}: {format_bytes(r['peak_bytes'])}" for r in memory["per_rank"])
+    rows = [
+        ("test accuracy", f"{metrics['test_accuracy']:.4f}"),
+        ("val accuracy", f"{metrics['val_accuracy']:.4f}"),
+        ("epoch time", f"{metrics['epoch_time_s']:.2f} s"),
+        (f"peak memory per rank ({memory['kind']})", peaks),
+        ("throughput (train nodes/s)", f"{metrics['throughput']['train_nodes_per_s']:,.0f}"),
+        ("throughput (batch nodes/s)", f"{metrics['throughput']['batch_nodes_per_s']:,.0f}"),
+        ("ZeRO stage / precision / offload",
+         f"{metrics['zero_stage']} / {metrics['precision']} / {metrics['offload']}"),
+        ("world size", str(metrics["world_size"])),
+        ("parameters", f"{metrics['num_parameters']:,}"),
+        ("model states per rank (ZeRO formula)",
+         format_bytes(memory["zero_formula_model_state_bytes"]["total"])),
+        ("device", metrics["environment"]["device"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "=" * (width + 40))
+    print(f"{'summary':<{width}}   {metrics['dataset']['name']} / {metrics['loader']['kind']}")
+    print("-" * (width + 40))
+    for key, value in rows:
+        print(f"{key:<{width}}   {value}")
+    print("=" * (width + 40), flush=True)
