@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import torch
@@ -14,6 +15,12 @@ def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def init_distributed(local_rank: int) -> tuple[int, int, torch.device]:
     """Start (or join) the process group the deepspeed launcher set up; return rank, world, device."""
     import deepspeed
@@ -22,7 +29,7 @@ def init_distributed(local_rank: int) -> tuple[int, int, torch.device]:
     if "RANK" not in os.environ:  # plain `python launch/train.py`: a world of one
         os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
                            "MASTER_ADDR": "127.0.0.1",
-                           "MASTER_PORT": os.environ.get("MASTER_PORT", "29511")})
+                           "MASTER_PORT": os.environ.get("MASTER_PORT") or str(_free_port())})
     deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name())
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     local = int(os.environ.get("LOCAL_RANK", max(local_rank, 0)))
@@ -62,3 +69,15 @@ def compute_dtype(engine) -> torch.dtype:
 def barrier() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def parameter_fingerprint(engine) -> dict[str, float]:
+    """Sum and sum of squares of all (gathered) parameters, in float64: equal on every rank
+    when the data-parallel replicas agree.  Under ZeRO-3 the partitions are gathered first."""
+    import deepspeed
+
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        total = sum(float(p.detach().double().sum()) for p in params)
+        squares = sum(float(p.detach().double().pow(2).sum()) for p in params)
+    return {"sum": total, "sum_sq": squares}

@@ -12,11 +12,12 @@ from tqdm import tqdm
 
 from ..config import RunConfig
 from ..data import build_loader, load_dataset
-from ..data.datasets import GraphDataset
+from ..data.datasets import GraphDataset, check_dataset_source
 from ..errors import GnnZeroError
 from ..models import build_model, count_parameters, forward_batch, zero_model_state_bytes
 from ..models.builders import validate_model_args
 from ..observe.memory import peak_memory, reset_peak
+from ..observe.probe import MemoryProbe
 from ..observe.report import print_summary, run_environment
 from ..utils.atomic import atomic_json_dump
 from . import checkpoint as ckpt
@@ -24,7 +25,8 @@ from .batches import node_loss, prepare_batch
 from .ds_config import (apply_overrides, finalize_for_device, load_ds_config, offload_of,
                         precision_of, zero_stage_of)
 from .evaluation import evaluate
-from .runtime import barrier, compute_dtype, device_type, init_distributed, initialize_engine
+from .runtime import (barrier, compute_dtype, device_type, init_distributed, initialize_engine,
+                      parameter_fingerprint)
 
 
 @dataclass
@@ -110,15 +112,19 @@ def train_epoch(engine, loader, epoch: int, start: int, device: torch.device, dt
     for index in range(start, len(loader)):
         t0 = time.perf_counter()
         batch = prepare_batch(next(batches), device, dtype)
+        state["probe"].begin_step(batch)
         t1 = time.perf_counter()
-        loss = node_loss(forward_batch(engine, batch), batch)
+        with state["probe"].forward():
+            loss = node_loss(forward_batch(engine, batch), batch)
         _sync(device)
         t2 = time.perf_counter()
         engine.backward(loss)
         _sync(device)
         t3 = time.perf_counter()
+        state["probe"].after_backward()  # model states counted on the first 3 steps only
         engine.step()
         _sync(device)
+        state["probe"].after_step()
         t4 = time.perf_counter()
         times.sampling += t1 - t0
         times.forward += t2 - t1
@@ -162,12 +168,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     ds_config = finalize_for_device(apply_overrides(load_ds_config(cfg.ds_config), cfg.engine),
                                     device_type())
     validate_model_args(cfg.model)
+    check_dataset_source(cfg.data.dataset, cfg.data.data_root)
     rank, world, device = init_distributed(cfg.local_rank)
     show = rank == 0
     torch.manual_seed(cfg.train.seed)
     t_load = time.perf_counter()
     dataset = load_dataset(cfg.data.dataset, cfg.data.data_root, cfg.data.num_nodes,
-                           cfg.train.seed, cfg.data.feature_store, cfg.data.cache_dir)
+                           cfg.train.seed, cfg.data.feature_store, cfg.data.cache_dir,
+                           avg_degree=cfg.data.avg_degree,
+                           words_per_node=cfg.data.words_per_node)
     loader = _build_loader_rank0_first(dataset, cfg, rank, world)
     load_seconds = time.perf_counter() - t_load
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
@@ -191,7 +200,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             if show:
                 print(f"resumed from step {engine.global_steps} (epoch {progress.epoch}, "
                       f"batch {progress.batch_in_epoch})", flush=True)
-    state: dict[str, Any] = {"last_step": engine.global_steps}
+    state: dict[str, Any] = {"last_step": engine.global_steps, "probe": MemoryProbe(
+        engine.module, engine.optimizer, device, num_params, zero_stage_of(ds_config), world,
+        precision_of(ds_config), offload_of(ds_config))}
+    state["probe"].record_host(dataset, loader)
     if rank == 0:
         atomic_json_dump(ds_config, os.path.join(cfg.train.output_dir, "ds_config_used.json"))
 
@@ -231,8 +243,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     final = evaluate(engine, dataset, loader, device, dtype)
     summed = _all_reduce_sum([totals[k] for k in totals], device)
     totals = dict(zip(totals, summed))
-    per_rank = _gather_objects({"rank": rank, **peak_memory(device),
-                                "step_time_split_s": phase.as_dict()})
+    per_rank = _gather_objects({"rank": rank, **peak_memory(device), **state["probe"].summary(),
+                                "step_time_split_s": phase.as_dict(),
+                                "param_fingerprint": parameter_fingerprint(engine)})
     precision, stage = precision_of(ds_config), zero_stage_of(ds_config)
     formula = zero_model_state_bytes(num_params, stage, world, precision,
                                      offload_optimizer="optimizer" in offload_of(ds_config))
