@@ -20,7 +20,7 @@ $(PY):
 
 $(STAMP): $(PY) setup.py Makefile
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
-	$(PIP) install -q -e ".[dev,bench]"
+	$(PIP) install -q --no-build-isolation -e ".[dev,bench]"
 	@# torch-scatter / torch-sparse have no wheels for this torch: build from source
 	@# against the installed torch (pip caches the built wheels, so this is slow once).
 	@$(PY) -c "import torch_scatter" 2>/dev/null || $(PIP) install --no-build-isolation torch-scatter

@@ -1,12 +1,16 @@
 """gnnzero: memory-optimised training of large GNNs with PyG and DeepSpeed."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+README = Path(__file__).with_name("README.md")
 
 setup(
     name="gnnzero",
     version="0.1.0",
     description="Memory-optimised training toolkit for large graph neural networks "
                 "(PyTorch Geometric + DeepSpeed ZeRO).",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=README.read_text(encoding="utf-8") if README.exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["gnnzero", "gnnzero.*"]),
