@@ -17,6 +17,8 @@ class DataConfig:
     num_nodes: int = 20_000
     feature_store: str = "auto"
     cache_dir: str = ".cache/gnnzero"
+    avg_degree: Optional[float] = None       # synthetic only; None = SyntheticSpec default
+    words_per_node: Optional[float] = None   # synthetic only; None = SyntheticSpec default
 
 
 @dataclass
@@ -44,6 +46,8 @@ class TrainConfig:
     resume: bool = False
     max_steps: int = 0                 # stop after this many optimizer steps (0 = no limit)
     no_checkpoint: bool = False
+    monitor_every: int = 0             # optimizer steps between gradient/activation records
+    sampled_eval_nodes: int = 0        # per-epoch validation on this many random nodes (0 = all)
 
 
 @dataclass
@@ -84,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--feature-store", default="auto", choices=["auto", "dense", "sparse", "mmap"])
     d.add_argument("--cache-dir", default=".cache/gnnzero",
                    help="METIS partitions / GraphSAINT norms / mmap features are cached here")
+    d.add_argument("--avg-degree", type=float, default=None,
+                   help="synthetic graph: mean node degree (default 12)")
+    d.add_argument("--words-per-node", type=float, default=None,
+                   help="synthetic graph: mean non-zero features per node (default 8)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="sage", choices=ARCHS)
     m.add_argument("--hidden", type=int, default=128)
@@ -118,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-checkpoint", action="store_true", help="do not write checkpoints")
     t.add_argument("--resume", action="store_true", help="resume from OUTPUT_DIR/checkpoints")
     t.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps")
+    t.add_argument("--monitor-every", type=int, default=0,
+                   help="every N optimizer steps write per-layer gradient norms and activation "
+                        "stats to OUTPUT_DIR/monitor/*.csv (0 = off)")
+    t.add_argument("--sampled-eval-nodes", type=int, default=0,
+                   help="per-epoch validation on N random validation nodes with a 95%% "
+                        "interval (0 = every node); the final evaluation is always exact")
     e = p.add_argument_group("engine overrides (on top of --ds_config)")
     e.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=None)
     e.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
@@ -137,14 +151,16 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> RunConfig:
     return RunConfig(
         ds_config=a.ds_config,
         local_rank=a.local_rank,
-        data=DataConfig(a.dataset, a.data_root, a.num_nodes, a.feature_store, a.cache_dir),
+        data=DataConfig(a.dataset, a.data_root, a.num_nodes, a.feature_store, a.cache_dir,
+                        a.avg_degree, a.words_per_node),
         model=ModelConfig(a.model, a.hidden, a.layers, a.rank, a.share_weights, a.dropout, a.norm,
                           a.jk, a.heads, a.activation_checkpointing),
         loader=LoaderOptions(a.loader, a.num_parts, a.clusters_per_batch, a.batch_size,
                              a.walk_length, a.saint_steps, a.sample_coverage, a.num_neighbors,
                              a.cache_dir),
         train=TrainConfig(a.epochs, a.seed, a.output_dir, a.eval_every, a.checkpoint_every,
-                          a.keep_checkpoints, a.resume, a.max_steps, a.no_checkpoint),
+                          a.keep_checkpoints, a.resume, a.max_steps, a.no_checkpoint,
+                          monitor_every=a.monitor_every, sampled_eval_nodes=a.sampled_eval_nodes),
         engine=EngineOverrides(a.zero_stage, a.precision, a.micro_batch, a.grad_accum,
                                a.grad_clip, a.offload, a.lr, a.weight_decay),
     )

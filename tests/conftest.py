@@ -53,8 +53,10 @@ def run_deepspeed(script: str, args: list[str], num_procs: int = 1, timeout: int
 
 def run_train(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     """``python launch/train.py args`` in a subprocess (one process, no launcher)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run([sys.executable, str(REPO / "launch" / "train.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def read_metrics(output_dir: Path) -> dict:

@@ -13,7 +13,7 @@ rows by global node id through the same ``get_tensor`` call.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -111,9 +111,12 @@ class SparseFeatureStore(_MatrixFeatureStore):
     """CSR matrices; rows are densified only when gathered for a batch."""
 
     def _to_backend(self, key: Key, tensor: Any) -> sp.csr_matrix:
-        if isinstance(tensor, torch.Tensor):
-            tensor = tensor.to_dense().numpy() if tensor.is_sparse or tensor.layout != torch.strided \
-                else tensor.numpy()
+        if isinstance(tensor, torch.Tensor) and tensor.layout != torch.strided:
+            coo = tensor.to_sparse_coo().coalesce()   # never densify a sparse input
+            (row, col), val = coo.indices().numpy(), coo.values().numpy()
+            tensor = sp.csr_matrix((val, (row, col)), shape=tuple(coo.shape))
+        elif isinstance(tensor, torch.Tensor):
+            tensor = tensor.numpy()
         matrix = sp.csr_matrix(tensor, dtype=np.float32)
         matrix.sort_indices()
         return matrix
@@ -139,24 +142,48 @@ class MmapFeatureStore(_MatrixFeatureStore):
         return os.path.join(self.directory, f"{group or 'node'}__{name}.npy")
 
     def _to_backend(self, key: Key, tensor: Any) -> np.memmap:
-        path = self._path(key)
         if isinstance(tensor, str):  # an existing .npy file: map it as is
             return np.load(tensor, mmap_mode="r")
         num_rows, num_cols = tensor.shape
+        blocks = (tensor[start:start + self.chunk_rows]
+                  for start in range(0, num_rows, self.chunk_rows))
+        return self._write(key, blocks, num_rows, num_cols)
+
+    def _write(self, key: Key, blocks: Iterable[Any], num_rows: int, num_cols: int) -> np.memmap:
+        """Stream row blocks into ``<key>.npy``; only one block is ever in RAM."""
+        path = self._path(key)
         tmp = path + ".tmp"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                         shape=(num_rows, num_cols))
-        for start in range(0, num_rows, self.chunk_rows):  # never densify it all
-            block = tensor[start:start + self.chunk_rows]
+        row = 0
+        for block in blocks:
             if sp.issparse(block):
                 block = block.toarray()
             elif isinstance(block, torch.Tensor):
                 block = block.numpy()
-            out[start:start + block.shape[0]] = block
-        out.flush()
+            block = np.asarray(block, dtype=np.float32).reshape(-1, num_cols)
+            if row + block.shape[0] > num_rows:
+                raise ValueError(f"x chunks hold more than the declared {num_rows} rows")
+            out[row:row + block.shape[0]] = block
+            row += block.shape[0]
+            out.flush()   # write back dirty pages block by block: RSS stays one block
         del out
+        if row != num_rows:
+            os.unlink(tmp)
+            raise ValueError(f"x chunks hold {row} rows but {num_rows} were declared "
+                             f"({num_rows - row} missing)")
         os.replace(tmp, path)
         return np.load(path, mmap_mode="r")
+
+    def put_chunks(self, blocks: Iterable[Any], num_rows: int, num_cols: int,
+                   attr_name: str = "x", group_name: Optional[str] = None) -> None:
+        """Store a matrix given as consecutive row blocks (dense, torch or scipy sparse).
+
+        For features larger than RAM: the blocks may come from a generator that
+        reads or computes them one at a time.
+        """
+        key = (group_name, attr_name)
+        self._store[key] = self._write(key, blocks, num_rows, num_cols)
 
     def _gather(self, backend: np.memmap, index: Any) -> torch.Tensor:
         if not isinstance(index, slice):

@@ -21,6 +21,7 @@ from ..errors import GnnZeroError
 from ..utils.atomic import atomic_torch_save
 from .datasets import GraphDataset
 from .sharding import shard_batches
+from .validate import validate_num_parts
 
 LOADER_KINDS = ("cluster", "saint-rw", "saint-node", "saint-edge", "neighbor", "full")
 
@@ -131,14 +132,14 @@ class SaintLoader(GraphLoader):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         _require_torch_sparse(f"--loader {self.opts.kind}")
-        from torch_geometric.loader import (GraphSAINTEdgeSampler, GraphSAINTNodeSampler,
-                                            GraphSAINTRandomWalkSampler)
+        from .saint import SAINT_SAMPLERS
 
         opts, n = self.opts, self.dataset.num_nodes
-        per_step = opts.batch_size * (opts.walk_length + 1 if opts.kind == "saint-rw" else 1)
+        # Nodes one sample covers: roots x walk, 2 per sampled edge, or the node budget.
+        per_step = opts.batch_size * {"saint-rw": opts.walk_length + 1, "saint-edge": 2,
+                                      "saint-node": 1}[opts.kind]
         self.steps_per_epoch = opts.saint_steps or max(1, n // (per_step * self.world_size))
-        cls = {"saint-rw": GraphSAINTRandomWalkSampler, "saint-node": GraphSAINTNodeSampler,
-               "saint-edge": GraphSAINTEdgeSampler}[opts.kind]
+        cls = SAINT_SAMPLERS[opts.kind]
         extra = {"walk_length": opts.walk_length} if opts.kind == "saint-rw" else {}
         torch.manual_seed(self.seed)  # identical norms on every rank
         self.sampler = cls(self.dataset.structure(), batch_size=opts.batch_size,
@@ -152,7 +153,8 @@ class SaintLoader(GraphLoader):
             tag = "_".join(f"{k}{v}" for k, v in extra.items())
             path = os.path.join(opts.cache_dir, self.dataset.fingerprint(),
                                 f"{name.lower()}_b{opts.batch_size}_{tag}_c{opts.sample_coverage}_norm.pt")
-        if path and os.path.exists(path):
+        self.norm_from_cache = bool(path and os.path.exists(path))
+        if self.norm_from_cache:
             node_norm, edge_norm = torch.load(path)
         else:
             self.sampler.sample_coverage = opts.sample_coverage
@@ -213,7 +215,6 @@ def build_loader(dataset: GraphDataset, opts: LoaderOptions, rank: int = 0,
                "saint-rw": SaintLoader, "saint-node": SaintLoader, "saint-edge": SaintLoader}
     if opts.kind not in classes:
         raise GnnZeroError(f"unknown --loader '{opts.kind}'; choose one of {', '.join(LOADER_KINDS)}")
-    if opts.kind == "cluster" and opts.resolved_num_parts(dataset.num_nodes) > dataset.num_nodes:
-        raise GnnZeroError(f"--num-parts {opts.num_parts} is larger than the node count "
-                           f"{dataset.num_nodes}; use at most {dataset.num_nodes}")
+    if opts.kind == "cluster":
+        validate_num_parts(opts.resolved_num_parts(dataset.num_nodes), dataset.num_nodes)
     return classes[opts.kind](dataset, opts, rank, world_size, seed)

@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Normalisation weights stay fp32: they multiply the fp32 loss, not activations.
-KEEP_FP32 = {"loss_weight", "node_norm", "edge_norm"}
+# Normalisation weights stay fp32: node weights multiply the fp32 loss, and edge weights
+# scale messages inside our convs, which aggregate in fp32 (bf16 would round a
+# GraphSAINT edge norm to 3 significant digits).
+KEEP_FP32 = {"loss_weight", "node_norm", "edge_norm", "edge_weight"}
 
 
 def prepare_batch(batch, device: torch.device, dtype: torch.dtype):
@@ -26,9 +28,11 @@ def prepare_batch(batch, device: torch.device, dtype: torch.dtype):
 def node_loss(logits: Tensor, batch) -> Tensor:
     """Cross-entropy over ``batch.loss_mask`` (fp32), GraphSAINT-normalised when weights are given.
 
-    With ``loss_weight`` (GraphSAINT ``node_norm``) the loss is
-    ``sum_v node_norm_v * CE_v`` over the training nodes, PyG's estimator of the
-    full-graph mean loss.  A batch without training nodes gives a zero loss that
+    With ``loss_weight`` (GraphSAINT ``node_norm = samples / (count_v * N)``) the
+    loss is ``sum_v node_norm_v * CE_v`` over the batch's training nodes, as in
+    PyG's ``examples/graph_saint.py``: an unbiased estimate of
+    ``sum_{v in train} CE_v / N`` over the whole graph, i.e. the full-graph mean
+    training loss times the constant ``N_train / N``.  A batch without training nodes gives a zero loss that
     still touches every output, so every rank runs the same collectives.
     """
     mask = batch.loss_mask

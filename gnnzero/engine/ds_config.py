@@ -5,6 +5,15 @@ file, a misspelt top-level key (DeepSpeed silently ignores those, so a typo in
 ``zero_optimization`` would quietly train without ZeRO), an impossible
 precision on this device.  The merged config is what gets written beside the
 run's metrics.
+
+Precision: bf16 runs on CPU and GPU (fp32 master weights and optimizer states,
+bf16 activations; message aggregation stays fp32 in ``models/convs.py``).  fp16
+needs a CUDA GPU: DeepSpeed's dynamic loss scaling (``"loss_scale": 0``, set by
+``--precision fp16``) and its overflow check run only there, so fp16 is refused
+on CPU before DeepSpeed starts.  A step whose fp16 gradients overflowed is skipped
+by DeepSpeed (the loss scale halves); the trainer reports the count as
+``skipped_steps`` in ``metrics.json`` (``engine.skipped_steps``; always 0 in
+fp32/bf16).
 """
 from __future__ import annotations
 
@@ -168,6 +177,9 @@ def apply_overrides(config: dict[str, Any], overrides: EngineOverrides) -> dict[
 def finalize_for_device(config: dict[str, Any], device_type: str) -> dict[str, Any]:
     """Refuse what the device cannot do; pick the optimizer implementation that runs there."""
     precision, stage = precision_of(config), zero_stage_of(config)
+    if config.get("fp16", {}).get("enabled") and config.get("bf16", {}).get("enabled"):
+        raise GnnZeroError("the ds_config enables both fp16 and bf16; enable one (or pass "
+                           "--precision fp32|bf16|fp16)")
     if precision == "fp16" and device_type == "cpu":
         raise GnnZeroError("fp16 needs a CUDA GPU and this run is on CPU; use bf16 "
                            "(e.g. ds_configs/zero2_bf16.json or --precision bf16) or fp32")

@@ -1,21 +1,347 @@
-"""Accuracy on the train/val/test masks, computed on every rank and summed across ranks."""
+"""Node-classification evaluation: sampled (with a confidence interval) and exact layer-wise.
+
+* :func:`sampled_evaluate` -- a random subset of one split's nodes, each predicted
+  from its full k-hop neighbourhood (PyG ``NeighborLoader`` with fan-out -1), so
+  every sampled prediction equals the exact one and the only error is which
+  nodes were drawn; reported with a Wilson interval.  Cheap enough for every epoch.
+* :func:`exact_evaluate` -- every node, by layer-wise inference over mini-batches
+  (PyG's ``BasicGNN.inference`` pattern): layer ``l`` is computed for all nodes,
+  a batch of target nodes at a time from their 1-hop neighbourhood, before layer
+  ``l + 1`` starts.  No device ever holds the whole graph; intermediate
+  embeddings live on the host.  Ranks split the target nodes and run the same
+  number of batches, so ZeRO-3's parameter gathers stay in step.
+* :func:`evaluate` -- the older per-epoch evaluation (whole graph or METIS
+  clusters), kept for models whose normalisation is not node-local.
+
+Metrics (accuracy, micro/macro F1, per-class accuracy) come from a confusion
+matrix summed over ranks; scikit-learn cannot take a distributed confusion
+matrix, hence :func:`metrics_from_confusion`.
+"""
 from __future__ import annotations
 
-from typing import Iterator
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional
 
+import numpy as np
 import torch
+from torch import Tensor
+from tqdm import tqdm
 
 from ..data.datasets import GraphDataset
 from ..data.loaders import with_node_fields
 from ..data.sharding import shard_batches
+from ..errors import GnnZeroError
 from ..models import forward_batch
 from .batches import prepare_batch
 
 # Above this many nodes, evaluation runs over METIS clusters instead of the whole graph.
 FULL_GRAPH_EVAL_MAX_NODES = 500_000
 SPLITS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
+LAYERWISE_BATCH = 4096
 _full_graph_cache: dict[int, object] = {}
 
+
+# --------------------------------------------------------------------------- metrics
+
+def confusion_matrix(y_true: Tensor, y_pred: Tensor, num_classes: int) -> Tensor:
+    """``[C, C]`` int64 counts, rows = true class, columns = predicted class."""
+    index = y_true.long().view(-1) * num_classes + y_pred.long().view(-1)
+    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def metrics_from_confusion(conf: Tensor) -> dict:
+    """Accuracy, micro/macro F1 and per-class accuracy (recall) from a confusion matrix.
+
+    Macro F1 averages over the classes that occur in the labels or the
+    predictions, as scikit-learn's ``f1_score(average="macro")`` does; a class
+    without support has per-class accuracy ``None``.
+    """
+    conf = conf.double()
+    total = float(conf.sum())
+    tp = conf.diag()
+    support, predicted = conf.sum(1), conf.sum(0)
+    present = (support + predicted) > 0
+    f1 = torch.where(present, 2 * tp / (support + predicted).clamp(min=1), torch.zeros_like(tp))
+    correct = float(tp.sum())
+    accuracy = correct / total if total else 0.0
+    return {"accuracy": accuracy, "correct": int(correct), "total": int(total),
+            "micro_f1": accuracy,  # single-label: micro precision = micro recall = accuracy
+            "macro_f1": float(f1[present].mean()) if bool(present.any()) else 0.0,
+            "per_class_accuracy": [float(t / s) if s > 0 else None
+                                   for t, s in zip(tp.tolist(), support.tolist())]}
+
+
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (scipy's ``binomtest(...).proportion_ci``)."""
+    from scipy.stats import binomtest
+
+    if total <= 0:
+        return 0.0, 1.0
+    ci = binomtest(int(correct), int(total)).proportion_ci(confidence_level=confidence,
+                                                           method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+# ----------------------------------------------------------------- model internals
+
+def _rank_world() -> tuple[int, int]:
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _module(model):
+    """The ``BasicGNN`` inside a DeepSpeed engine (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+def _inner_conv(conv):
+    return getattr(conv, "layer", conv)  # CheckpointedLayer wraps the conv as ``.layer``
+
+
+def layerwise_unsupported_reason(model) -> Optional[str]:
+    """Why exact layer-wise inference cannot reproduce this model's forward (None if it can)."""
+    gnn = _module(model)
+    if not hasattr(gnn, "convs") or not hasattr(gnn, "norms"):
+        return f"{type(gnn).__name__} is not a PyG BasicGNN"
+    for norm in gnn.norms:
+        name = type(norm).__name__
+        if name not in ("Identity", "BatchNorm"):
+            return (f"{name} normalises over all nodes of a batch, so its output depends on the "
+                    f"batch; only norm=None or norm=batch are node-local")
+    if getattr(gnn, "jk_mode", None) not in (None, "last", "cat", "max"):
+        return f"jk={gnn.jk_mode} is not supported layer-wise"
+    return None
+
+
+def _gcn_convs(gnn) -> list:
+    from torch_geometric.nn import GCNConv
+
+    return [c for c in map(_inner_conv, gnn.convs) if isinstance(c, GCNConv) and c.normalize]
+
+
+@contextmanager
+def _global_gcn_normalisation(gnn) -> Iterator[bool]:
+    """Switch GCN's own normalisation off while edges carry the whole graph's GCN weights.
+
+    GCN's weight ``1/sqrt(d_u d_v)`` needs the degree of the *source* node ``u``,
+    which a sampled subgraph does not contain; the weights are therefore taken
+    from :func:`_inference_structure` (whole-graph degrees, self-loops included).
+    """
+    convs = _gcn_convs(gnn)
+    for conv in convs:
+        conv.normalize = False
+    try:
+        yield bool(convs)
+    finally:
+        for conv in convs:
+            conv.normalize = True
+
+
+def _inference_structure(dataset: GraphDataset, gnn, gcn: bool):
+    """Structure for neighbour sampling, with the edge weights the model would derive itself.
+
+    GCN: whole-graph normalised weights (see :func:`_global_gcn_normalisation`).
+    Models that rebuild the graph (PinSAGE's ``importance_graph``, random-walk
+    neighbourhoods): that graph, built once from the whole structure.
+    """
+    data = dataset.structure()
+    if hasattr(gnn, "importance_graph"):
+        data.edge_index, data.edge_weight = gnn.importance_graph(data.edge_index, data.num_nodes)
+    if gcn:
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+        edge_index, weight = gcn_norm(data.edge_index, getattr(data, "edge_weight", None),
+                                      dataset.num_nodes, add_self_loops=True,
+                                      dtype=torch.float32)
+        data.edge_index, data.edge_weight = edge_index, weight
+    return data
+
+
+def _neighbor_loader(structure, num_neighbors: list[int], batches: list[list[int]]):
+    from torch_geometric.loader import NeighborLoader
+
+    from ..data.loaders import _require_torch_sparse
+
+    _require_torch_sparse("evaluation with NeighborLoader")
+    return NeighborLoader(structure, num_neighbors=num_neighbors, batch_sampler=batches)
+
+
+def _equal_batches(nodes: Tensor, num_batches: int, filler: int) -> list[tuple[list[int], int]]:
+    """``num_batches`` near-equal pieces of ``nodes``; an empty piece becomes ``[filler]``
+    (computed and discarded) so every rank runs the same number of forwards."""
+    pieces = np.array_split(nodes.numpy(), num_batches) if num_batches else []
+    return [(p.tolist(), len(p)) if len(p) else ([filler], 0) for p in pieces]
+
+
+def _gather_rows(local: Tensor, counts: list[int]) -> Tensor:
+    """All ranks' row blocks (rank order), each padded to the largest for ``all_gather``."""
+    _, world = _rank_world()
+    if world == 1:
+        return local
+    pad = max(counts)
+    padded = torch.zeros(pad, *local.shape[1:], dtype=local.dtype)
+    padded[:local.size(0)] = local
+    out = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(out, padded)
+    return torch.cat([o[:c] for o, c in zip(out, counts)])
+
+
+# ---------------------------------------------------------------- layer-wise inference
+
+@dataclass
+class InferenceOutput:
+    """Logits (and optionally the last hidden representation) of the nodes ``node_ids``."""
+
+    node_ids: Tensor
+    logits: Tensor
+    hidden: Optional[Tensor] = None
+
+
+def _post_conv(gnn, layer: int, x: Tensor) -> Tensor:
+    """What ``BasicGNN.forward`` does after conv ``layer`` (eval mode: no dropout)."""
+    if layer == gnn.num_layers - 1 and gnn.jk_mode is None:
+        return x
+    if gnn.act is not None and gnn.act_first:
+        x = gnn.act(x)
+    x = gnn.norms[layer](x)
+    if gnn.act is not None and not gnn.act_first:
+        x = gnn.act(x)
+    return x
+
+
+@torch.no_grad()
+def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
+                        dtype: torch.dtype = torch.float32, batch_size: int = LAYERWISE_BATCH,
+                        return_hidden: bool = False, show: bool = False) -> InferenceOutput:
+    """Logits of this rank's share of the nodes, one layer at a time over 1-hop mini-batches.
+
+    ``model`` is a ``BasicGNN`` or a DeepSpeed engine wrapping one.  Every rank
+    must call this together (embeddings are exchanged after each layer).  With
+    ``return_hidden`` the input of the classifier (last conv's input, or the
+    jumping-knowledge output) is returned too.
+    """
+    reason = layerwise_unsupported_reason(model)
+    if reason:
+        raise GnnZeroError(f"exact layer-wise evaluation is not possible: {reason}")
+    gnn = _module(model)
+    rank, world = _rank_world()
+    n = dataset.num_nodes
+    bounds = [n * r // world for r in range(world + 1)]
+    counts = [bounds[r + 1] - bounds[r] for r in range(world)]
+    mine = torch.arange(bounds[rank], bounds[rank + 1])
+    num_batches = math.ceil(max(counts) / batch_size)
+    batches = _equal_batches(mine, num_batches, filler=0)
+    was_training = gnn.training
+    gnn.eval()
+    layer_outputs: list[Tensor] = []  # this rank's rows of each layer (for jumping knowledge)
+    with _global_gcn_normalisation(gnn) as gcn:
+        structure = _inference_structure(dataset, gnn, gcn)
+        subgraphs = list(_neighbor_loader(structure, [-1], [b for b, _ in batches]))
+        x_all: Optional[Tensor] = None
+        hidden: Optional[Tensor] = None
+        bar = tqdm(total=gnn.num_layers * len(subgraphs), desc="layer-wise inference",
+                   disable=not show, leave=False, dynamic_ncols=True)
+        for layer in range(gnn.num_layers):
+            if layer == gnn.num_layers - 1 and return_hidden and gnn.jk_mode is None:
+                hidden = dataset.features.rows(mine) if x_all is None else x_all[mine]
+            rows = []
+            for sub, (_, keep) in zip(subgraphs, batches):
+                x = (dataset.features.rows(sub.n_id) if x_all is None else x_all[sub.n_id])
+                x = x.to(device=device, dtype=dtype)
+                weight = sub.edge_weight.to(device) if "edge_weight" in sub else None
+                out = gnn.convs[layer](x, sub.edge_index.to(device), weight)[:sub.batch_size]
+                rows.append(_post_conv(gnn, layer, out).float().cpu()[:keep])
+                bar.update(1)
+            local = torch.cat(rows)
+            layer_outputs.append(local)
+            if layer < gnn.num_layers - 1:
+                x_all = _gather_rows(local, counts)
+        bar.close()
+    logits = layer_outputs[-1]
+    if gnn.jk_mode is not None:  # jumping knowledge + classifier, batch by batch
+        logit_rows, hidden_rows, start = [], [], 0
+        for _, keep in batches:  # the same number of ``lin`` calls on every rank (ZeRO-3)
+            rows = slice(start, start + keep) if keep else slice(0, 1)
+            combined = gnn.jk([h[rows].to(device=device, dtype=dtype) for h in layer_outputs])
+            logit_rows.append(gnn.lin(combined).float().cpu()[:keep])
+            hidden_rows.append(combined.float().cpu()[:keep])
+            start += keep
+        logits = torch.cat(logit_rows)
+        hidden = torch.cat(hidden_rows) if return_hidden else None
+    gnn.train(was_training)
+    return InferenceOutput(mine, logits, hidden.float() if hidden is not None else None)
+
+
+def _split_metrics(conf: Tensor) -> dict[str, dict]:
+    return {split: metrics_from_confusion(conf[i]) for i, split in enumerate(SPLITS)}
+
+
+@torch.no_grad()
+def exact_evaluate(model, dataset: GraphDataset, device: torch.device,
+                   dtype: torch.dtype = torch.float32, batch_size: int = LAYERWISE_BATCH,
+                   show: bool = False) -> dict[str, dict]:
+    """Exact metrics per split over every node, by :func:`layerwise_inference`; same on all ranks."""
+    out = layerwise_inference(model, dataset, device, dtype, batch_size, show=show)
+    pred = out.logits.argmax(dim=-1)
+    y = dataset.y[out.node_ids]
+    c = dataset.num_classes
+    conf = torch.stack([confusion_matrix(y[m], pred[m], c) for m in
+                        (dataset.masks[name][out.node_ids] for name in SPLITS.values())])
+    _, world = _rank_world()
+    if world > 1:
+        torch.distributed.all_reduce(conf)
+    return _split_metrics(conf)
+
+
+# ------------------------------------------------------------------ sampled evaluation
+
+@torch.no_grad()
+def sampled_evaluate(engine, dataset: GraphDataset, num_nodes: int, device: torch.device,
+                     dtype: torch.dtype = torch.float32, split: str = "val", seed: int = 0,
+                     epoch: int = 0, batch_size: int = 512, confidence: float = 0.95) -> dict:
+    """Accuracy on ``num_nodes`` random nodes of ``split`` with a Wilson interval.
+
+    Every sampled node is predicted from its full ``num_layers``-hop neighbourhood
+    (fan-out -1), so its prediction is the exact one.  All ranks draw the same
+    sample (seeded by ``seed`` and ``epoch``) and predict disjoint shares of it.
+    """
+    if split not in SPLITS:
+        raise GnnZeroError(f"split '{split}' is unknown; choose one of {', '.join(SPLITS)}")
+    if num_nodes <= 0:
+        raise GnnZeroError(f"--sampled-eval-nodes must be positive to sample, got {num_nodes}")
+    gnn = _module(engine)
+    rank, world = _rank_world()
+    population = dataset.masks[SPLITS[split]].nonzero().view(-1)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    sample = population[torch.randperm(population.numel(), generator=generator)[:num_nodes]]
+    mine = sample[rank::world]
+    per_rank = math.ceil(sample.numel() / world)
+    batches = _equal_batches(mine, math.ceil(per_rank / batch_size), filler=int(sample[0]))
+    was_training = gnn.training
+    engine.eval()
+    correct = torch.zeros(2, dtype=torch.float64)
+    with _global_gcn_normalisation(gnn) as gcn:
+        structure = _inference_structure(dataset, gnn, gcn)
+        loader = _neighbor_loader(structure, [-1] * gnn.num_layers, [b for b, _ in batches])
+        for sub, (_, keep) in zip(loader, batches):
+            sub = prepare_batch(with_node_fields(sub, dataset), device, dtype)
+            pred = forward_batch(engine, sub)[:keep].argmax(dim=-1).cpu()
+            correct[0] += float((pred == sub.y[:keep].cpu()).sum())
+            correct[1] += keep
+    if world > 1:
+        torch.distributed.all_reduce(correct)
+    engine.train(was_training)
+    hits, total = int(correct[0]), int(correct[1])
+    low, high = wilson_interval(hits, total, confidence)
+    return {"split": split, "accuracy": hits / max(total, 1), "correct": hits, "total": total,
+            "ci_low": low, "ci_high": high, "confidence": confidence,
+            "population": int(population.numel())}
+
+
+# ------------------------------------------------- whole-graph / cluster evaluation
 
 def _full_graph(dataset: GraphDataset):
     key = id(dataset)
@@ -49,21 +375,41 @@ def eval_batches(dataset: GraphDataset, train_loader, rank: int, world: int) -> 
 
 @torch.no_grad()
 def evaluate(engine, dataset: GraphDataset, train_loader, device: torch.device,
-             dtype: torch.dtype) -> dict[str, dict[str, float]]:
-    """Accuracy per split, exact over the nodes evaluated, identical on every rank."""
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+             dtype: torch.dtype) -> dict[str, dict]:
+    """Metrics per split over the whole graph (or clusters), identical on every rank."""
+    rank, world = _rank_world()
     engine.eval()
-    counts = torch.zeros(len(SPLITS), 2, dtype=torch.float64, device=device)
+    c = dataset.num_classes
+    conf = torch.zeros(len(SPLITS), c, c, dtype=torch.int64)
     for batch in eval_batches(dataset, train_loader, rank, world):
         batch = prepare_batch(batch, device, dtype)
-        pred = forward_batch(engine, batch).argmax(dim=-1)
+        pred = forward_batch(engine, batch).argmax(dim=-1).cpu()
+        y, count = batch.y.cpu(), batch.count_mask.cpu()
         for i, mask_name in enumerate(SPLITS.values()):
-            mask = batch[mask_name] & batch.count_mask
-            counts[i, 0] += (pred[mask] == batch.y[mask]).sum()
-            counts[i, 1] += mask.sum()
+            mask = batch[mask_name].cpu() & count
+            conf[i] += confusion_matrix(y[mask], pred[mask], c)
     if world > 1:
-        torch.distributed.all_reduce(counts)
+        conf = conf.to(device)
+        torch.distributed.all_reduce(conf)
+        conf = conf.cpu()
     engine.train()
-    return {split: {"accuracy": float(c / max(t, 1)), "correct": int(c), "total": int(t)}
-            for split, (c, t) in zip(SPLITS, counts.tolist())}
+    return _split_metrics(conf)
+
+
+def final_evaluate(engine, dataset: GraphDataset, train_loader, device: torch.device,
+                   dtype: torch.dtype, show: bool = False) -> dict[str, dict]:
+    """Exact layer-wise metrics when the model allows it, else :func:`evaluate`; says which."""
+    import torch_geometric.typing as pyg_typing
+
+    reason = layerwise_unsupported_reason(engine)
+    if not (pyg_typing.WITH_TORCH_SPARSE or pyg_typing.WITH_PYG_LIB):
+        reason = "NeighborLoader needs torch-sparse or pyg-lib"
+    if reason is None:
+        result = exact_evaluate(engine, dataset, device, dtype, show=show)
+        method = "layerwise"
+    else:
+        result = evaluate(engine, dataset, train_loader, device, dtype)
+        method = "full-graph" if dataset.num_nodes <= FULL_GRAPH_EVAL_MAX_NODES else "clusters"
+    for split in result.values():
+        split["method"] = method
+    return result

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any
 
 import torch
@@ -21,10 +22,46 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def use_interpreter_ninja() -> None:
+    """Put this interpreter's ``bin/`` (and its ``ninja``) first on PATH for DeepSpeed's JIT ops.
+
+    DeepSpeed JIT-builds CPU ops (the shared-memory all-reduce at start-up,
+    ``DeepSpeedCPUAdam`` for offload) with the first ``ninja`` on PATH, into a
+    build folder shared by every process of the user.  pip's ninja (1.13) and
+    apt's (1.11) hash build commands differently, so processes started with and
+    without ``.venv/bin`` on PATH each see the other's build as stale and rebuild
+    it (1-2 minutes on a small CPU, under a lock that every rank waits on).
+    """
+    bindir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if os.path.isfile(os.path.join(bindir, "ninja")) and path.split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + os.pathsep + path
+
+
+def skip_shared_memory_allreduce_op() -> None:
+    """Stop DeepSpeed's CPU backend from JIT-building its shared-memory all-reduce op.
+
+    ``TorchBackend`` builds it at every process start, but only
+    ``inference_all_reduce`` uses it; training collectives go through
+    ``torch.distributed`` (gloo) either way.  Skipping it removes a C++ compile
+    (1-2 minutes on 2 cores, serialised by a lock file that a killed process
+    leaves behind, hanging every later start) from each fresh machine.
+    """
+    import deepspeed.ops
+
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible["deepspeed_shm_comm"] = False
+
+
 def init_distributed(local_rank: int) -> tuple[int, int, torch.device]:
     """Start (or join) the process group the deepspeed launcher set up; return rank, world, device."""
+    use_interpreter_ninja()
     import deepspeed
     from deepspeed.accelerator import get_accelerator
+
+    if device_type() == "cpu":
+        skip_shared_memory_allreduce_op()
 
     if "RANK" not in os.environ:  # plain `python launch/train.py`: a world of one
         os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",

@@ -17,6 +17,7 @@ from ..errors import GnnZeroError
 from ..models import build_model, count_parameters, forward_batch, zero_model_state_bytes
 from ..models.builders import validate_model_args
 from ..observe.memory import peak_memory, reset_peak
+from ..observe.monitor import TrainingMonitor, max_over_ranks
 from ..observe.probe import MemoryProbe
 from ..observe.report import print_summary, run_environment
 from ..utils.atomic import atomic_json_dump
@@ -24,7 +25,7 @@ from . import checkpoint as ckpt
 from .batches import node_loss, prepare_batch
 from .ds_config import (apply_overrides, finalize_for_device, load_ds_config, offload_of,
                         precision_of, zero_stage_of)
-from .evaluation import evaluate
+from .evaluation import evaluate, final_evaluate, sampled_evaluate
 from .runtime import (barrier, compute_dtype, device_type, init_distributed, initialize_engine,
                       parameter_fingerprint)
 
@@ -113,18 +114,25 @@ def train_epoch(engine, loader, epoch: int, start: int, device: torch.device, dt
         t0 = time.perf_counter()
         batch = prepare_batch(next(batches), device, dtype)
         state["probe"].begin_step(batch)
+        state["monitor"].start_forward(engine.global_steps + 1)
         t1 = time.perf_counter()
         with state["probe"].forward():
             loss = node_loss(forward_batch(engine, batch), batch)
+        # Before backward: a NaN/inf loss never reaches the weights or a checkpoint.
+        _check_finite(loss, engine.global_steps + 1, epoch, device, state.get("last_checkpoint"))
         _sync(device)
         t2 = time.perf_counter()
         engine.backward(loss)
         _sync(device)
         t3 = time.perf_counter()
         state["probe"].after_backward()  # model states counted on the first 3 steps only
+        if engine.is_gradient_accumulation_boundary():  # all ranks: a collective under ZeRO
+            state["monitor"].record_gradients(engine, engine.global_steps + 1)
         engine.step()
         _sync(device)
         state["probe"].after_step()
+        if engine.global_steps != state["last_step"]:
+            state["monitor"].record_global_norm(engine, engine.global_steps)
         t4 = time.perf_counter()
         times.sampling += t1 - t0
         times.forward += t2 - t1
@@ -136,7 +144,6 @@ def train_epoch(engine, loader, epoch: int, start: int, device: torch.device, dt
         counts["batches"] += 1
         counts["loss_sum"] += loss.item()
         step_losses.append(loss.item())
-        _check_finite(loss, engine.global_steps, epoch, device, state.get("last_checkpoint"))
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if engine.global_steps != state["last_step"]:  # an optimizer step just happened
@@ -157,8 +164,8 @@ def train_epoch(engine, loader, epoch: int, start: int, device: torch.device, dt
 
 def _save(engine, cfg: RunConfig, progress: Progress, meta: dict) -> str:
     client = {"epoch": progress.epoch, "batch_in_epoch": progress.batch_in_epoch,
-              "loss_curve": progress.loss_curve, "epoch_log": progress.epoch_log,
-              "rng": ckpt.rng_state()}
+              "loss_curve": progress.loss_curve, "epoch_log": progress.epoch_log}
+    # ckpt.save adds every rank's RNG state; ckpt.load restores this rank's.
     return ckpt.save(engine, os.path.join(cfg.train.output_dir, "checkpoints"),
                      engine.global_steps, client, meta, cfg.train.keep_checkpoints)
 
@@ -187,23 +194,27 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     num_params = count_parameters(model)
     engine, _, _ = initialize_engine(model, ds_config)
     dtype = compute_dtype(engine)
-    meta = _meta(cfg, world, ds_config)
+    meta = {**_meta(cfg, world, ds_config), "parameters": ckpt.parameter_shapes(engine.module)}
     progress = Progress()
     os.makedirs(cfg.train.output_dir, exist_ok=True)
     ckpt_dir = os.path.join(cfg.train.output_dir, "checkpoints")
+    last_checkpoint = None
     if cfg.train.resume:
         client = ckpt.load(engine, ckpt_dir, meta)
         if client is not None:
+            last_checkpoint = client["checkpoint_path"]
             progress = Progress(client["epoch"], client["batch_in_epoch"], client["loss_curve"],
                                 client["epoch_log"])
-            ckpt.set_rng_state(client["rng"])
             if show:
                 print(f"resumed from step {engine.global_steps} (epoch {progress.epoch}, "
                       f"batch {progress.batch_in_epoch})", flush=True)
     state: dict[str, Any] = {"last_step": engine.global_steps, "probe": MemoryProbe(
         engine.module, engine.optimizer, device, num_params, zero_stage_of(ds_config), world,
         precision_of(ds_config), offload_of(ds_config))}
+    state["last_checkpoint"] = last_checkpoint
     state["probe"].record_host(dataset, loader)
+    state["monitor"] = TrainingMonitor(engine, os.path.join(cfg.train.output_dir, "monitor"),
+                                       cfg.train.monitor_every, rank)
     if rank == 0:
         atomic_json_dump(ds_config, os.path.join(cfg.train.output_dir, "ds_config_used.json"))
 
@@ -227,20 +238,37 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             setattr(phase, key, getattr(phase, key) + value)
         loss = _all_reduce_sum([counts["loss_sum"], counts["batches"]], device)
         entry = {"epoch": epoch, "loss": loss[0] / max(loss[1], 1), "seconds": seconds}
+        entry["peak_memory_bytes"] = max_over_ranks(peak_memory(device)["peak_bytes"], device)
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch == cfg.train.epochs - 1 or stopped:
-            entry["val_accuracy"] = evaluate(engine, dataset, loader, device, dtype)["val"]["accuracy"]
+            if cfg.train.sampled_eval_nodes:
+                entry["sampled_val"] = sampled_evaluate(engine, dataset,
+                                                        cfg.train.sampled_eval_nodes, device,
+                                                        dtype, seed=cfg.train.seed, epoch=epoch)
+                entry["val_accuracy"] = entry["sampled_val"]["accuracy"]
+            else:
+                entry["val_accuracy"] = evaluate(engine, dataset, loader, device,
+                                                 dtype)["val"]["accuracy"]
         progress.epoch_log.append(entry)
         if show:
             val = f"  val acc {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
+            if "sampled_val" in entry:
+                sv = entry["sampled_val"]
+                val += f" [{sv['ci_low']:.3f}, {sv['ci_high']:.3f}] ({sv['total']} sampled)"
             print(f"epoch {epoch:3d}  loss {entry['loss']:.4f}{val}  time {seconds:.2f}s",
                   flush=True)
-        progress.epoch, progress.batch_in_epoch = epoch + 1, 0
-        if not cfg.train.no_checkpoint and not cfg.train.checkpoint_every:
+        if not stopped:  # a --max-steps stop keeps its place inside the epoch for --resume
+            progress.epoch, progress.batch_in_epoch = epoch + 1, 0
+        # DeepSpeed does not checkpoint half-accumulated gradients: save at step boundaries only.
+        at_boundary = engine.micro_steps % engine.gradient_accumulation_steps() == 0
+        saved_now = str(state.get("last_checkpoint")).endswith(f"step{engine.global_steps}")
+        if not cfg.train.no_checkpoint and (stopped or not cfg.train.checkpoint_every) \
+                and at_boundary and not saved_now:  # a --max-steps stop always saves
             state["last_checkpoint"] = _save(engine, cfg, progress, meta)
         if stopped:
             break
 
-    final = evaluate(engine, dataset, loader, device, dtype)
+    final = final_evaluate(engine, dataset, loader, device, dtype, show)
+    state["monitor"].close()
     summed = _all_reduce_sum([totals[k] for k in totals], device)
     totals = dict(zip(totals, summed))
     per_rank = _gather_objects({"rank": rank, **peak_memory(device), **state["probe"].summary(),
@@ -272,6 +300,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                     "feature_store_bytes": dataset.features.nbytes()},
         "loader": {"kind": cfg.loader.kind, "steps_per_epoch": len(loader)},
         "config": cfg.as_dict(), "ds_config": ds_config, "environment": run_environment(device),
+        "monitor": state["monitor"].summary(),
     }
     if rank == 0:
         atomic_json_dump(metrics, os.path.join(cfg.train.output_dir, "metrics.json"))

@@ -8,6 +8,8 @@ returns logits.
 """
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Optional
 
 import torch
@@ -18,6 +20,7 @@ from torch_geometric.nn.models.basic_gnn import BasicGNN
 from torch_geometric.nn import MLP
 
 from .convs import GATConvFp32, GCNConvFp32, GINConvWeighted, PinSAGEConv, SAGEConvWeighted
+from .importance import pinsage_neighbourhood
 from .lowrank import replace_linears_with_low_rank, share_linear_weights
 
 ARCHS = ("gcn", "sage", "gat", "gin", "pinsage")
@@ -49,6 +52,8 @@ class GINModel(GIN):
 
 
 class GATModel(GAT):
+    """PyG's GAT stack; ``edge_weight`` is accepted and ignored (see ``GATConvFp32``)."""
+
     supports_edge_weight = True
     supports_edge_attr = False
 
@@ -62,12 +67,47 @@ class GATModel(GAT):
 
 
 class PinSAGEModel(BasicGNN):
+    """PinSAGE: aggregation over random-walk importance neighbourhoods.
+
+    ``forward(x, edge_index, edge_weight)`` uses ``edge_weight`` as neighbour
+    importance when given (e.g. GraphSAINT norms or precomputed visit counts);
+    without it, each node's neighbourhood becomes its ``top_k`` most visited nodes
+    under ``num_walks`` random walks of ``walk_length`` hops, weighted by visit
+    count (``pinsage_neighbourhood``).  The walks use a fixed seed, so every rank
+    and every epoch sees the same neighbourhoods; the last graph's result is cached.
+    """
+
     supports_edge_weight = True
     supports_edge_attr = False
+
+    def __init__(self, *args, num_walks: int = 20, walk_length: int = 3, top_k: int = 10,
+                 walk_seed: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.num_walks, self.walk_length, self.top_k, self.walk_seed = (
+            num_walks, walk_length, top_k, walk_seed)
+        self._neighbourhood_cache: Optional[tuple] = None
 
     def init_conv(self, in_channels, out_channels, **kwargs):
         return PinSAGEConv(in_channels, out_channels,
                            output_layer=getattr(self, "_is_conv_to_out", False))
+
+    def importance_graph(self, edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+        """``(edge_index, edge_weight)`` of the random-walk neighbourhoods of this graph."""
+        cache = self._neighbourhood_cache
+        if (cache is not None and cache[0] == num_nodes and cache[1].shape == edge_index.shape
+                and torch.equal(cache[1], edge_index.cpu())):
+            return cache[2].to(edge_index.device), cache[3].to(edge_index.device)
+        new_index, weight = pinsage_neighbourhood(edge_index, num_nodes, self.num_walks,
+                                                  self.walk_length, self.top_k, self.walk_seed)
+        self._neighbourhood_cache = (num_nodes, edge_index.detach().cpu().clone(),
+                                     new_index.cpu(), weight.cpu())
+        return new_index, weight
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None,
+                **kwargs) -> Tensor:
+        if edge_weight is None:
+            edge_index, edge_weight = self.importance_graph(edge_index, x.size(0))
+        return super().forward(x, edge_index, edge_weight, **kwargs)
 
 
 MODEL_CLASSES = {"gcn": GCNModel, "sage": SAGEModel, "gat": GATModel, "gin": GINModel,
@@ -81,10 +121,23 @@ class CheckpointedLayer(nn.Module):
         super().__init__()
         self.layer = layer
 
+    def reset_parameters(self) -> None:
+        self.layer.reset_parameters()
+
     def forward(self, *args, **kwargs):
         if not torch.is_grad_enabled():
             return self.layer(*args, **kwargs)
         return checkpoint(self.layer, *args, use_reentrant=False, **kwargs)
+
+
+def plain_state_dict(state_dict: dict) -> dict:
+    """Keys of a model built with ``activation_checkpointing=True`` renamed for the plain model.
+
+    ``CheckpointedLayer`` adds a ``.layer`` level (``convs.0.layer.lin_l.U``); the
+    same weights load into a model built without it under ``convs.0.lin_l.U``.
+    """
+    return {re.sub(r"^(convs\.\d+)\.layer\.", r"\1.", key): value
+            for key, value in state_dict.items()}
 
 
 def hidden_layer_indices(num_layers: int, jk: Optional[str]) -> list[int]:
@@ -133,8 +186,11 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
 
     ``rank`` factorises every dense linear map inside the convolutions
     (``LowRankLinear``; ``rank >= min(in, out)`` stays dense).  ``share_weights``
-    makes all hidden-to-hidden convolutions use one set of linear weights.
+    makes all hidden-to-hidden convolutions use one set of linear weights, owned
+    once by ``model.shared_cores`` (nothing to share below 3 layers, or 2 with ``jk``).
     ``activation_checkpointing`` recomputes each convolution in the backward pass.
+    ``edge_weight`` scales neighbour messages (GraphSAINT norms); ``pinsage`` uses it
+    as importance or, without it, random-walk importance; ``gat`` ignores it.
     """
     _validate(arch, in_channels, hidden_channels, out_channels, num_layers, rank, dropout,
               norm, jk, heads)
@@ -146,6 +202,10 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
             replace_linears_with_low_rank(conv, rank)
     if share_weights:
         shared = [model.convs[i] for i in hidden_layer_indices(num_layers, jk)]
+        if len(shared) < 2:
+            warnings.warn(f"share_weights=True with num_layers={num_layers} has "
+                          f"{len(shared)} hidden-to-hidden layer(s): nothing is shared; "
+                          f"use num_layers >= 4 (or jk with >= 3)", stacklevel=2)
         model.shared_cores = share_linear_weights(shared)
     if activation_checkpointing:
         for i, conv in enumerate(model.convs):
@@ -158,5 +218,9 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
 
 
 def forward_batch(model: nn.Module, batch) -> Tensor:
-    """Logits for a PyG batch, passing GraphSAINT's edge weights when present."""
-    return model(batch.x, batch.edge_index, getattr(batch, "edge_weight", None))
+    """Logits for a PyG batch, passing GraphSAINT's edge weights (``edge_weight`` or
+    PyG's ``edge_norm``) when present."""
+    edge_weight = getattr(batch, "edge_weight", None)
+    if edge_weight is None:
+        edge_weight = getattr(batch, "edge_norm", None)
+    return model(batch.x, batch.edge_index, edge_weight)

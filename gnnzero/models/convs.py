@@ -16,6 +16,7 @@ from torch import Tensor
 from torch_geometric.nn import GATConv, GCNConv, GINConv, SAGEConv
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.typing import OptPairTensor, OptTensor  # noqa: F401  (read by propagate_type comments)
 from torch_geometric.utils import scatter
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -58,10 +59,22 @@ class GCNConvFp32(Fp32AggregationMixin, GCNConv):
 
 
 class SAGEConvWeighted(Fp32AggregationMixin, SAGEConv):
-    """``SAGEConv`` whose neighbour messages are scaled by ``edge_weight`` (e.g. GraphSAINT norms)."""
+    """``SAGEConv`` whose mean aggregation becomes a weighted mean under ``edge_weight``.
+
+    With GraphSAINT's ``edge_norm`` (1 / sampling probability of the edge
+    relative to its target) the weighted mean ``sum w x / sum w`` is the
+    self-normalised estimate of the full-graph neighbour mean; scaling a plain
+    mean by raw ``edge_norm`` values (up to 1e4) would blow the activations up.
+    """
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
         x = (x, x) if isinstance(x, Tensor) else x
+        if edge_weight is not None and self.aggr == "mean":
+            target = edge_index[1]
+            num_targets = x[1].size(0) if x[1] is not None else x[0].size(0)
+            mean_weight = scatter(edge_weight.float(), target, dim=0, dim_size=num_targets,
+                                  reduce="mean")
+            edge_weight = edge_weight.float() / mean_weight[target].clamp(min=1e-12)
         if self.project and hasattr(self, "lin"):
             x = (self.lin(x[0]).relu(), x[1])
         # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)

@@ -43,6 +43,18 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _measured_rows(per_rank: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Measured model-state / activation bytes per rank, when the memory probe ran."""
+    if not per_rank or "model_state_bytes" not in per_rank[0]:
+        return []
+
+    def each(get) -> str:
+        return ", ".join(f"r{r['rank']}: {format_bytes(get(r))}" for r in per_rank)
+    return [("model states per rank (measured)", each(lambda r: r["model_state_bytes"]["total"])),
+            ("activations per rank (saved for backward)",
+             each(lambda r: r["activation_bytes"]["peak"]))]
+
+
 def print_summary(metrics: dict[str, Any]) -> None:
     """The end-of-run table: accuracy, time, per-rank memory, throughput, stage and precision."""
     memory = metrics["memory"]
@@ -60,6 +72,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
         ("parameters", f"{metrics['num_parameters']:,}"),
         ("model states per rank (ZeRO formula)",
          format_bytes(memory["zero_formula_model_state_bytes"]["total"])),
+        *_measured_rows(memory["per_rank"]),
         ("device", metrics["environment"]["device"]),
     ]
     width = max(len(k) for k, _ in rows)

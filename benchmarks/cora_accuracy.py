@@ -1,0 +1,208 @@
+"""Cora accuracy through the DeepSpeed path: 2-layer GCN / GraphSAGE / GAT, and a 4-layer
+GraphSAGE (hidden 256) dense vs ``rank=16`` + ``share_weights``; mean ± std over seeds.
+
+Every run is ``gnnzero.engine.trainer.run`` (the code behind ``launch/train.py``) in this
+process: a DeepSpeed engine in a world of one, full-batch training on the public
+Planetoid split.  The optimizer is DeepSpeed's ``Adam`` with ``adam_w_mode: false``
+(L2 weight decay, i.e. ``torch.optim.Adam(weight_decay=5e-4)`` as in PyG's examples);
+``--optimizer adamw`` keeps the repository configs' decoupled AdamW instead.
+
+    .venv/bin/python benchmarks/cora_accuracy.py            # writes benchmarks/results/cora_accuracy.{json,md}
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED_PLANETOID = REPO.parent / "shared" / "data" / "planetoid"
+
+# name -> (flags, target test accuracy or None).  Hyper-parameters follow PyG's
+# examples/gcn.py, graph_sage / gat.py (lr, weight decay, dropout, width, heads).
+MODELS: dict[str, tuple[list[str], float | None]] = {
+    "gcn": (["--model", "gcn", "--hidden", "16", "--layers", "2", "--dropout", "0.5",
+             "--lr", "0.01"], 0.80),
+    "sage": (["--model", "sage", "--hidden", "64", "--layers", "2", "--dropout", "0.5",
+              "--lr", "0.01"], 0.78),
+    "gat": (["--model", "gat", "--hidden", "64", "--heads", "8", "--layers", "2",
+             "--dropout", "0.6", "--lr", "0.005"], 0.80),
+    "sage4_dense": (["--model", "sage", "--hidden", "256", "--layers", "4", "--dropout", "0.5",
+                     "--lr", "0.01"], None),
+    "sage4_rank16_shared": (["--model", "sage", "--hidden", "256", "--layers", "4",
+                             "--dropout", "0.5", "--lr", "0.01", "--rank", "16",
+                             "--share-weights"], None),
+}
+MIN_PARAM_RATIO, MAX_GAP_POINTS = 8.0, 2.0
+
+
+def write_ds_config(base: Path, optimizer: str, out: Path) -> Path:
+    """``base`` with the optimizer switched to L2-regularised Adam (or left as AdamW)."""
+    config = json.loads(base.read_text())
+    if optimizer == "adam":
+        config["optimizer"]["type"] = "Adam"
+        config["optimizer"]["params"]["adam_w_mode"] = False
+    out.write_text(json.dumps(config, indent=2))
+    return out
+
+
+def one_run(flags: list[str], common: list[str], seed: int, log_path: Path) -> dict:
+    """Train once via the trainer; its console output goes to ``log_path``."""
+    from gnnzero.config import parse_config
+    from gnnzero.engine.trainer import run
+
+    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        metrics = run(parse_config([*common, *flags, "--seed", str(seed)]))
+    return {"seed": seed, "test_accuracy": metrics["test_accuracy"],
+            "val_accuracy": metrics["val_accuracy"], "num_parameters": metrics["num_parameters"],
+            "train_seconds": metrics["train_seconds"], "environment": metrics["environment"]}
+
+
+def summarise(name: str, runs: list[dict], target: float | None) -> dict:
+    tests = [r["test_accuracy"] for r in runs]
+    mean = statistics.fmean(tests)
+    std = statistics.stdev(tests) if len(tests) > 1 else 0.0
+    return {"name": name, "runs": runs, "test_mean": mean, "test_std": std,
+            "val_mean": statistics.fmean(r["val_accuracy"] for r in runs),
+            "num_parameters": runs[0]["num_parameters"], "target": target,
+            "meets_target": None if target is None else mean >= target,
+            "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in runs)}
+
+
+def _portable(flags: list[str]) -> list[str]:
+    """Flags with this run's temp paths replaced by placeholders."""
+    out, skip = [], {"--ds_config": "<ds_config>", "--data-root": "<data-root>",
+                     "--cache-dir": "<tmp>"}
+    for i, flag in enumerate(flags):
+        out.append(skip[flags[i - 1]] if i and flags[i - 1] in skip else flag)
+    return out
+
+
+def markdown(result: dict) -> str:
+    env = result["environment"]
+    lines = ["# Cora accuracy through DeepSpeed (public Planetoid split)", "",
+             f"{result['seeds']} seeds, {result['epochs']} epochs, full batch, ZeRO stage "
+             f"{result['zero_stage']}, fp32, optimizer {result['optimizer_note']}.  "
+             f"Device: {env['device']}; torch {env['torch']}, torch_geometric "
+             f"{env['torch_geometric']}, deepspeed {env['deepspeed']}, python {env['python']}.  "
+             f"Timings were taken on a shared 2-core machine under contention.", "",
+             "| model | parameters | test acc (mean ± std) | val acc | target | met | "
+             "train s/run |", "|---|---:|---:|---:|---:|:-:|---:|"]
+    for row in result["models"].values():
+        target = "-" if row["target"] is None else f"{100 * row['target']:.0f}%"
+        met = "-" if row["meets_target"] is None else ("yes" if row["meets_target"] else "no")
+        lines.append(f"| {row['name']} | {row['num_parameters']:,} | "
+                     f"{100 * row['test_mean']:.2f} ± {100 * row['test_std']:.2f}% | "
+                     f"{100 * row['val_mean']:.2f}% | {target} | {met} | "
+                     f"{row['train_seconds_mean']:.1f} |")
+    cmp = result.get("sage4_comparison")
+    if cmp:
+        lines += ["", f"4-layer GraphSAGE, hidden 256: dense {cmp['dense_parameters']:,} vs "
+                      f"rank 16 + shared {cmp['low_rank_parameters']:,} parameters = "
+                      f"**{cmp['parameter_ratio']:.1f}x** fewer (need >= {MIN_PARAM_RATIO:.0f}x); "
+                      f"accuracy gap **{cmp['gap_points']:+.2f} points** (dense minus low-rank, "
+                      f"need <= {MAX_GAP_POINTS:.0f})."]
+    lines += ["", "Per-seed test accuracy (model flags):", ""]
+    for row in result["models"].values():
+        accs = ", ".join(f"{100 * r['test_accuracy']:.1f}" for r in row["runs"])
+        flags = " ".join(result["flags"].get(row["name"], []))
+        lines.append(f"- {row['name']}: {accs} (`{flags}`)")
+    lines += ["", f"Common flags: `{' '.join(_portable(result['common_flags']))}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
+    parser.add_argument("--norm", default=None, choices=["batch", "layer"],
+                        help="normalisation for every model (default none)")
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw"])
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--ds-config", default=str(REPO / "ds_configs" / "zero2.json"))
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding Cora/raw (default: a temp copy of ../shared/data)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cora_accuracy"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other models' results already in OUT.json (same settings)")
+    args = parser.parse_args(argv)
+    from tqdm import tqdm
+
+    os.environ.setdefault("MASTER_PORT", str(29600 + os.getpid() % 300))
+    names = [n for n in args.models.split(",") if n]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise SystemExit(f"error: unknown --models {unknown}; allowed: {', '.join(MODELS)}")
+    work = Path(tempfile.mkdtemp(prefix="cora_accuracy_"))
+    data_root = args.data_root
+    if data_root is None:
+        shutil.copytree(SHARED_PLANETOID / "Cora" / "raw", work / "data" / "Cora" / "raw")
+        data_root = str(work / "data")
+    ds_config = write_ds_config(Path(args.ds_config), args.optimizer, work / "ds_config.json")
+    common = ["--ds_config", str(ds_config), "--dataset", "cora", "--data-root", data_root,
+              "--loader", "full", "--epochs", str(args.epochs), "--weight-decay",
+              str(args.weight_decay), "--no-checkpoint", "--eval-every", "10",
+              "--cache-dir", str(work / "cache")]
+    if args.norm:
+        common += ["--norm", args.norm]
+    results: dict[str, dict] = {}
+    bar = tqdm(total=len(names) * args.seeds, desc="cora runs", file=sys.__stderr__)
+    t0 = time.perf_counter()
+    env = None
+    for name in names:
+        flags, target = MODELS[name]
+        runs = []
+        for seed in range(args.seeds):
+            out_dir = work / f"{name}_s{seed}"
+            run_result = one_run(flags, [*common, "--output-dir", str(out_dir)], seed,
+                                 work / f"{name}_s{seed}.log")
+            env = run_result.pop("environment")
+            runs.append(run_result)
+            bar.set_postfix(model=name, acc=f"{run_result['test_accuracy']:.3f}")
+            bar.update(1)
+        results[name] = summarise(name, runs, target)
+    bar.close()
+    result = {"dataset": "cora", "seeds": args.seeds, "epochs": args.epochs,
+              "zero_stage": json.loads(ds_config.read_text())["zero_optimization"]["stage"],
+              "optimizer": args.optimizer, "weight_decay": args.weight_decay, "norm": args.norm,
+              "optimizer_note": ("Adam with L2 weight decay 5e-4 (adam_w_mode false)"
+                                 if args.optimizer == "adam" else "AdamW (decoupled decay)"),
+              "flags": {n: MODELS[n][0] for n in names}, "common_flags": common,
+              "models": results, "environment": env,
+              "wall_seconds": time.perf_counter() - t0}
+    out = Path(args.out)
+    if args.merge and out.with_suffix(".json").exists():
+        previous = json.loads(out.with_suffix(".json").read_text())
+        result["models"] = {**previous["models"], **results}
+        result["models"] = {n: result["models"][n] for n in MODELS if n in result["models"]}
+        result["flags"] = {**previous["flags"], **result["flags"]}
+        results = result["models"]
+    if "sage4_dense" in results and "sage4_rank16_shared" in results:
+        dense, low = results["sage4_dense"], results["sage4_rank16_shared"]
+        ratio = dense["num_parameters"] / low["num_parameters"]
+        gap = 100 * (dense["test_mean"] - low["test_mean"])
+        result["sage4_comparison"] = {
+            "dense_parameters": dense["num_parameters"],
+            "low_rank_parameters": low["num_parameters"], "parameter_ratio": ratio,
+            "gap_points": gap, "meets_ratio": ratio >= MIN_PARAM_RATIO,
+            "meets_gap": gap <= MAX_GAP_POINTS}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Benchmark configurations, their `deepspeed` / baseline launches, and one record per rank.
+
+A configuration is (ZeRO stage, precision, world size, loader, model shape); each
+runs in its own ``deepspeed --num_gpus W launch/train.py`` process, and each
+distinct (loader, model) pair also runs once through ``benchmarks/baseline.py``
+(plain PyG + torch.optim) on the same batches.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("0", "1", "2", "3", "3+offload")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOADERS = ("full", "cluster", "saint-rw", "neighbor")
+MODELS = ("dense", "shared-lowrank")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    stage: str = "2"             # 0 | 1 | 2 | 3 | 3+offload
+    precision: str = "fp32"
+    world_size: int = 1
+    loader: str = "cluster"
+    model: str = "dense"         # dense | shared-lowrank
+    checkpointing: bool = False  # activation checkpointing (recompute each layer in backward)
+
+    @property
+    def name(self) -> str:
+        stage = self.stage.replace("+", "")
+        name = f"z{stage}_{self.precision}_w{self.world_size}_{self.loader}_{self.model}"
+        return name + ("_ckpt" if self.checkpointing else "")
+
+
+@dataclass
+class Workload:
+    """What every configuration trains on: dataset, size, model width, epochs."""
+
+    dataset: str = "synthetic"
+    data_root: Optional[str] = None
+    num_nodes: int = 20_000
+    avg_degree: Optional[float] = None
+    arch: str = "sage"
+    hidden: int = 128
+    layers: int = 3
+    lowrank_rank: int = 16
+    epochs: int = 2
+    batch_size: int = 1000       # neighbor seeds / SAINT walk roots per batch
+    extra: tuple[str, ...] = ()  # any further train.py flags
+
+
+def validate_choice(name: str, values: Iterable[str], allowed: Iterable[str]) -> list[str]:
+    values, allowed = list(values), list(allowed)
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f"--{name} {','.join(bad)} is not one of {','.join(allowed)}")
+    return values
+
+
+def grid(stages, precisions, worlds, loaders, models, cuda: bool,
+         checkpointing=("off",)) -> list[BenchConfig]:
+    """The cross product, without fp16 where there is no CUDA (DeepSpeed has no CPU fp16)."""
+    out = []
+    for stage, precision, world, loader, model, ckpt in itertools.product(
+            stages, precisions, worlds, loaders, models, checkpointing):
+        if precision == "fp16" and not cuda:
+            continue
+        out.append(BenchConfig(stage, precision, int(world), loader, model, ckpt == "on"))
+    return out
+
+
+def train_flags(config: BenchConfig, work: Workload, output_dir: Path, cache_dir: Path) -> list[str]:
+    """launch/train.py flags for ``config`` (also understood by benchmarks/baseline.py)."""
+    stage = config.stage.split("+")[0]
+    flags = ["--ds_config", f"ds_configs/zero{stage}.json", "--zero-stage", stage,
+             "--precision", config.precision,
+             "--offload", "optimizer+params" if config.stage == "3+offload" else "none",
+             "--dataset", work.dataset, "--num-nodes", str(work.num_nodes),
+             "--model", work.arch, "--hidden", str(work.hidden), "--layers", str(work.layers),
+             "--loader", config.loader, "--batch-size", str(work.batch_size),
+             "--epochs", str(work.epochs), "--eval-every", str(work.epochs),
+             "--output-dir", str(output_dir), "--cache-dir", str(cache_dir), "--no-checkpoint"]
+    if work.data_root:
+        flags += ["--data-root", work.data_root]
+    if work.avg_degree is not None:
+        flags += ["--avg-degree", str(work.avg_degree)]
+    if config.model == "shared-lowrank":
+        flags += ["--share-weights", "--rank", str(work.lowrank_rank)]
+    if config.checkpointing:
+        flags += ["--activation-checkpointing"]
+    return flags + list(work.extra)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (each launch gets its own rendezvous port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return env
+
+
+def _deepspeed_bin() -> str:
+    candidate = Path(sys.executable).parent / "deepspeed"
+    return str(candidate) if candidate.exists() else "deepspeed"
+
+
+def launch(cmd: list[str], log: Path, timeout: int, env: Optional[dict] = None) -> tuple[int, float]:
+    """Run ``cmd`` from the repo root, output to ``log``; return (exit code, seconds)."""
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as handle:
+        try:
+            code = subprocess.run(cmd, cwd=REPO, env=env or _env(), stdout=handle,
+                                  stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = 124
+    return code, time.perf_counter() - start
+
+
+def run_config(config: BenchConfig, work: Workload, out: Path, port: int,
+               timeout: int) -> tuple[Optional[dict], str]:
+    """One `deepspeed` launch of launch/train.py; (metrics or None, log path)."""
+    run_dir = out / "runs" / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [_deepspeed_bin(), "--num_gpus", str(config.world_size), "--master_port", str(port),
+           "launch/train.py", *train_flags(config, work, run_dir, out / "cache")]
+    code, _ = launch(cmd, run_dir / "log.txt", timeout)
+    return _read(run_dir, code), str(run_dir / "log.txt")
+
+
+def run_baseline(config: BenchConfig, work: Workload, out: Path,
+                 timeout: int) -> tuple[Optional[dict], str]:
+    """benchmarks/baseline.py on the same model and batches (fp32, one process)."""
+    base = BenchConfig("0", "fp32", 1, config.loader, config.model)
+    run_dir = out / "runs" / f"baseline_{config.loader}_{config.model}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "benchmarks/baseline.py", *train_flags(base, work, run_dir, out / "cache")]
+    code, _ = launch(cmd, run_dir / "log.txt", timeout)
+    return _read(run_dir, code), str(run_dir / "log.txt")
+
+
+def _read(run_dir: Path, code: int) -> Optional[dict]:
+    path = run_dir / "metrics.json"
+    if code != 0 or not path.exists():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def records(config: Optional[BenchConfig], metrics: dict, baseline: Optional[dict],
+            work: Workload) -> list[dict[str, Any]]:
+    """One flat record per rank: configuration, environment, memory breakdown, throughput, ratios."""
+    out = []
+    base_rank = baseline["memory"]["per_rank"][0] if baseline else None
+    for rank in metrics["memory"]["per_rank"]:
+        states = rank.get("model_state_bytes", {})
+        record = {
+            "engine": metrics.get("engine", "deepspeed"),
+            **(asdict(config) if config else {}), "config": config.name if config else "baseline",
+            "rank": rank["rank"], "world_size": metrics["world_size"],
+            "dataset": metrics["dataset"]["name"], "num_nodes": metrics["dataset"]["num_nodes"],
+            "num_edges": metrics["dataset"]["num_edges"], "arch": work.arch,
+            "hidden": work.hidden, "layers": work.layers, "num_parameters": metrics["num_parameters"],
+            "test_accuracy": metrics["test_accuracy"], "epoch_time_s": metrics["epoch_time_s"],
+            **{k: v for k, v in metrics["throughput"].items()},
+            "step_time_split_s": rank.get("step_time_split_s"),
+            "memory_kind": rank["kind"], "peak_bytes": rank["peak_bytes"],
+            "peak_reserved_bytes": rank.get("peak_reserved_bytes"),
+            "host_training_peak_rss_bytes": rank.get("host_training_peak_rss_bytes"),
+            "rss_at_train_start_bytes": rank.get("rss_at_train_start_bytes"),
+            "host_step_peak_rss_bytes": rank.get("host_step_peak_rss_bytes"),
+            "model_state_bytes": states,
+            "zero_formula_bytes": rank.get("zero_formula_bytes"),
+            "model_state_measured_over_formula": rank.get("model_state_measured_over_formula"),
+            "activation_bytes": rank.get("activation_bytes"),
+            "batch_bytes_peak": rank.get("batch_bytes_peak"),
+            "host_bytes": rank.get("host_bytes"),
+            "environment": metrics["environment"],
+        }
+        record["working_set_bytes"] = working_set(record)
+        if base_rank is not None:
+            record["baseline_working_set_bytes"] = working_set_of(base_rank)
+            record["working_set_over_baseline"] = _ratio(record["working_set_bytes"],
+                                                         record["baseline_working_set_bytes"])
+            record["peak_over_baseline"] = _ratio(rank["peak_bytes"], base_rank["peak_bytes"])
+            record["throughput_over_baseline"] = _ratio(
+                metrics["throughput"]["train_nodes_per_s"],
+                baseline["throughput"]["train_nodes_per_s"])
+            record["baseline_test_accuracy"] = baseline["test_accuracy"]
+        out.append(record)
+    return out
+
+
+def working_set_of(rank: dict) -> int:
+    """Model states + activations + batch tensors: what must sit on the accelerator per rank."""
+    states = rank.get("model_state_bytes", {}).get("total", 0) or 0
+    return int(states + (rank.get("activation_bytes") or {}).get("peak", 0)
+               + (rank.get("batch_bytes_peak") or 0))
+
+
+def working_set(record: dict) -> int:
+    return working_set_of(record)
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return (a / b) if a is not None and b else None
