@@ -62,8 +62,11 @@ def one_run(flags: list[str], common: list[str], seed: int, log_path: Path) -> d
     with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         metrics = run(parse_config([*common, *flags, "--seed", str(seed)]))
-    return {"seed": seed, "test_accuracy": metrics["test_accuracy"],
-            "val_accuracy": metrics["val_accuracy"], "num_parameters": metrics["num_parameters"],
+    best = metrics["best_val"]  # test accuracy at the best-validation epoch (model selection)
+    return {"seed": seed, "test_accuracy": best["test_accuracy"],
+            "val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"],
+            "last_epoch_test_accuracy": metrics["test_accuracy"],
+            "num_parameters": metrics["num_parameters"],
             "train_seconds": metrics["train_seconds"], "environment": metrics["environment"]}
 
 
@@ -73,6 +76,7 @@ def summarise(name: str, runs: list[dict], target: float | None) -> dict:
     std = statistics.stdev(tests) if len(tests) > 1 else 0.0
     return {"name": name, "runs": runs, "test_mean": mean, "test_std": std,
             "val_mean": statistics.fmean(r["val_accuracy"] for r in runs),
+            "last_epoch_test_mean": statistics.fmean(r["last_epoch_test_accuracy"] for r in runs),
             "num_parameters": runs[0]["num_parameters"], "target": target,
             "meets_target": None if target is None else mean >= target,
             "train_seconds_mean": statistics.fmean(r["train_seconds"] for r in runs)}
@@ -95,13 +99,17 @@ def markdown(result: dict) -> str:
              f"Device: {env['device']}; torch {env['torch']}, torch_geometric "
              f"{env['torch_geometric']}, deepspeed {env['deepspeed']}, python {env['python']}.  "
              f"Timings were taken on a shared 2-core machine under contention.", "",
-             "| model | parameters | test acc (mean ± std) | val acc | target | met | "
-             "train s/run |", "|---|---:|---:|---:|---:|:-:|---:|"]
+             "Test accuracy is taken at the epoch with the best validation accuracy "
+             "(evaluated every 5 epochs), as in PyG's examples; the last-epoch figure is shown "
+             "beside it.", "",
+             "| model | parameters | test acc (mean ± std) | last-epoch test | val acc | target | "
+             "met | train s/run |", "|---|---:|---:|---:|---:|---:|:-:|---:|"]
     for row in result["models"].values():
         target = "-" if row["target"] is None else f"{100 * row['target']:.0f}%"
         met = "-" if row["meets_target"] is None else ("yes" if row["meets_target"] else "no")
         lines.append(f"| {row['name']} | {row['num_parameters']:,} | "
                      f"{100 * row['test_mean']:.2f} ± {100 * row['test_std']:.2f}% | "
+                     f"{100 * row['last_epoch_test_mean']:.2f}% | "
                      f"{100 * row['val_mean']:.2f}% | {target} | {met} | "
                      f"{row['train_seconds_mean']:.1f} |")
     cmp = result.get("sage4_comparison")
@@ -151,7 +159,7 @@ def main(argv=None) -> dict:
     ds_config = write_ds_config(Path(args.ds_config), args.optimizer, work / "ds_config.json")
     common = ["--ds_config", str(ds_config), "--dataset", "cora", "--data-root", data_root,
               "--loader", "full", "--epochs", str(args.epochs), "--weight-decay",
-              str(args.weight_decay), "--no-checkpoint", "--eval-every", "10",
+              str(args.weight_decay), "--no-checkpoint", "--eval-every", "5",
               "--cache-dir", str(work / "cache")]
     if args.norm:
         common += ["--norm", args.norm]

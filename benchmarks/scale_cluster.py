@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,14 @@ def _time_v(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, dic
     return proc, stats
 
 
+def _rss_split(metrics: dict) -> dict:
+    """Where train.py's peak RSS came from, as the trainer measured it (rank 0)."""
+    rank0 = metrics["memory"]["per_rank"][0]
+    return {"rss_at_train_start_bytes": rank0.get("rss_at_train_start_bytes"),
+            "train_step_peak_rss_bytes": rank0.get("host_step_peak_rss_bytes"),
+            "epoch_end_val_accuracy": metrics["epochs"][-1].get("val_accuracy")}
+
+
 def _markdown(result: dict) -> str:
     p, t = result["partition"], result["train"]
     gib = 2 ** 30
@@ -142,6 +151,12 @@ def _markdown(result: dict) -> str:
          f"{t.get('epoch_time_s', float('nan')):.1f} s"),
         ("train.py wall (start-up, load, epoch, evaluations)", f"{result['train_wall_s']:.1f} s"),
         ("peak RSS, train.py", f"{result['train_peak_rss_bytes'] / gib:.2f} GiB"),
+        ("  of which: RSS at train start / peak during training steps",
+         f"{(t.get('rss_at_train_start_bytes') or 0) / gib:.2f} / "
+         f"{(t.get('train_step_peak_rss_bytes') or 0) / gib:.2f} GiB "
+         "(the rest of the peak is evaluation)"),
+        ("val accuracy at epoch end (over clusters, inter-batch edges dropped)",
+         f"{t.get('epoch_end_val_accuracy') or float('nan'):.4f}"),
         ("final evaluation", f"{t.get('final_evaluation_method')} over all {p['num_nodes']:,} nodes"),
         ("test accuracy after 1 epoch", f"{t.get('test_accuracy', float('nan')):.4f}"),
     ]
@@ -208,7 +223,7 @@ def main() -> None:
              "step_time_split_s": metrics["memory"]["per_rank"][0].get("step_time_split_s"),
              "num_parameters": metrics["num_parameters"],
              "final_evaluation_method": metrics.get("evaluation", {}).get("test", {}).get("method"),
-             "epoch_log": metrics.get("epochs")}
+             "epoch_log": metrics.get("epochs"), **_rss_split(metrics)}
     result = {
         "command": "python " + " ".join(train_args).replace(out_dir, "OUT").replace(cache, "CACHE"),
         "partition": partition, "partition_peak_rss_bytes": part_stats.get("peak_rss_bytes"),
@@ -226,6 +241,9 @@ def main() -> None:
     with open(args.out + ".md", "w", encoding="utf-8") as handle:
         handle.write(_markdown(result))
     print(_markdown(result))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    if not args.cache_dir:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -137,8 +137,9 @@ def test_bf16_on_cpu_trains_close_to_fp32(engine_runs, case):
     ref = reference_training(Case(case.stage, case.model, steps=case.steps), 2)
     losses, expected = torch.tensor(run["losses"]), torch.tensor(ref["losses"])
     assert torch.isfinite(losses).all()
-    # bf16 activations keep ~3 significant digits: the loss stays within 0.01 of fp32.
-    torch.testing.assert_close(losses, expected, rtol=0.0, atol=1e-2)
+    # bf16 keeps ~3 significant digits and the error compounds over 8 steps: the loss stays
+    # within 2.5% of fp32 (measured up to 1.2%; a saturating bf16 sum is off by far more).
+    torch.testing.assert_close(losses, expected, rtol=2.5e-2, atol=1e-3)
     # Adam moves a weight by at most ~lr a step; bf16 gradients may flip the sign of
     # near-zero ones.  Measured: 0.008 (ZeRO-2 dense), 0.032 (ZeRO-3 shared) after 8 steps.
     for name, value in ref["params"].items():

@@ -111,7 +111,10 @@ class ClusterGCNLoader(GraphLoader):
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
         from torch_geometric.loader import ClusterLoader
 
-        loader = ClusterLoader(self.cluster_data, batch_sampler=self._batches(epoch)[start:])
+        # Own generator: DataLoader would otherwise draw its base seed from the global RNG
+        # at every epoch start, shifting dropout masks after a mid-epoch --resume.
+        loader = ClusterLoader(self.cluster_data, batch_sampler=self._batches(epoch)[start:],
+                               generator=torch.Generator().manual_seed(self.seed + epoch))
         for batch in loader:
             batch = with_node_fields(batch, self.dataset)
             batch.loss_mask = batch.train_mask
@@ -199,7 +202,8 @@ class NeighborSamplingLoader(GraphLoader):
 
         loader = NeighborLoader(self.structure, num_neighbors=self.opts.num_neighbors,
                                 input_nodes=self.train_idx,
-                                batch_sampler=self._batches(epoch)[start:])
+                                batch_sampler=self._batches(epoch)[start:],
+                                generator=torch.Generator().manual_seed(self.seed + epoch))
         for batch in loader:
             batch = with_node_fields(batch, self.dataset)
             seed_mask = torch.zeros(batch.num_nodes, dtype=torch.bool)

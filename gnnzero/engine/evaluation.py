@@ -239,10 +239,12 @@ def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
     layer_outputs: list[Tensor] = []  # this rank's rows of each layer (for jumping knowledge)
     with _global_gcn_normalisation(gnn) as gcn:
         structure = _inference_structure(dataset, gnn, gcn)
-        subgraphs = list(_neighbor_loader(structure, [-1], [b for b, _ in batches]))
+        # Re-iterated per layer instead of kept in a list: full 1-hop neighbourhoods are
+        # deterministic, and holding every subgraph at once costs GBs on large graphs.
+        subgraphs = _neighbor_loader(structure, [-1], [b for b, _ in batches])
         x_all: Optional[Tensor] = None
         hidden: Optional[Tensor] = None
-        bar = tqdm(total=gnn.num_layers * len(subgraphs), desc="layer-wise inference",
+        bar = tqdm(total=gnn.num_layers * len(batches), desc="layer-wise inference",
                    disable=not show, leave=False, dynamic_ncols=True)
         for layer in range(gnn.num_layers):
             if layer == gnn.num_layers - 1 and return_hidden and gnn.jk_mode is None:
