@@ -14,8 +14,6 @@ every distinct (loader, model) also runs ``benchmarks/baseline.py``.  Output in
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sweep import (LOADERS, MODELS, PRECISIONS, REPO, STAGES, BenchConfig,  # noqa: E402
                    Workload, free_port, grid, records, run_baseline, run_config, validate_choice)
-from tables import bench_markdown  # noqa: E402
+from tables import bench_markdown, write_jsonl  # noqa: E402
 
 SMOKE_CONFIGS = [BenchConfig("0", "fp32", 1, "cluster", "dense"),
                  BenchConfig("3", "bf16", 2, "cluster", "dense"),
@@ -148,9 +146,7 @@ def sweep(configs: list[BenchConfig], work: Workload, tag: str, results: Path, w
         bar.update(1)
     bar.close()
     jsonl, md, png = (results / f"bench_{tag}.{ext}" for ext in ("jsonl", "md", "png"))
-    with open(jsonl, "w", encoding="utf-8") as handle:
-        for record in all_records:
-            handle.write(json.dumps(record) + "\n")
+    write_jsonl(jsonl, all_records)
     env = all_records[0]["environment"] if all_records else {}
     header = (f"# Benchmark `{tag}`: {work.dataset} {work.num_nodes:,} nodes, {work.arch} "
               f"hidden {work.hidden} x {work.layers} layers, {work.epochs} epoch(s)\n\n"

@@ -32,37 +32,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _rss_kib(field: str = "VmRSS") -> int:
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_high_water_mark() -> bool:
-    """Reset this process' peak RSS (VmHWM) so a later read measures one phase's peak."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def partition_phase(args: argparse.Namespace) -> dict:
     """Generate, partition (METIS), build ClusterData; return timings and byte counts."""
     import torch
 
     from gnnzero.data import load_dataset
     from gnnzero.data.partition import PyMetisClusterData, metis_parts
+    from gnnzero.observe.memory import reset_rss_high_water_mark, status_kib
 
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     dataset = load_dataset("synthetic", num_nodes=args.num_nodes, seed=0,
                            avg_degree=args.avg_degree, words_per_node=args.words_per_node)
     generation_s = time.perf_counter() - t0
-    rss_after_generation = _rss_kib() * 1024
+    rss_after_generation = status_kib() * 1024
     num_parts = args.num_parts or max(2, args.num_nodes // 2000)
     t0 = time.perf_counter()
     parts = metis_parts(dataset.edge_index, dataset.num_nodes, num_parts, niter=args.metis_niter)
@@ -71,13 +54,13 @@ def partition_phase(args: argparse.Namespace) -> dict:
     atomic_torch_save(parts, os.path.join(args.cache_dir, dataset.fingerprint(),
                                           f"metis_{num_parts}.pt"))
     del parts
-    rss_before = _rss_kib() * 1024
-    hwm_reset = _reset_high_water_mark()
+    rss_before = status_kib() * 1024
+    hwm_reset = reset_rss_high_water_mark()
     t0 = time.perf_counter()
     cluster_data = PyMetisClusterData(dataset.structure(), num_parts, cache_dir=args.cache_dir,
                                       fingerprint=dataset.fingerprint())
     permute_s = time.perf_counter() - t0
-    transient = (_rss_kib("VmHWM") * 1024 - rss_before) if hwm_reset else None
+    transient = (status_kib("VmHWM") * 1024 - rss_before) if hwm_reset else None
     assert cluster_data.metis_from_cache
     bytes_by_tensor = cluster_data.nbytes()
     return {
@@ -93,7 +76,7 @@ def partition_phase(args: argparse.Namespace) -> dict:
         "cluster_data_build_s": permute_s,
         "cluster_data_bytes": bytes_by_tensor,
         "edge_perm_bytes_freed": dataset.num_edges * 8,
-        "cluster_data_rss_growth_bytes": _rss_kib() * 1024 - rss_before,
+        "cluster_data_rss_growth_bytes": status_kib() * 1024 - rss_before,
         "cluster_data_build_peak_growth_bytes": transient,
         "rss_after_generation_bytes": rss_after_generation,
     }

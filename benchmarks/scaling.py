@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sweep import BenchConfig, Workload, _env, free_port, launch, records, train_flags
-from tables import SCALING_COLUMNS, growth_verdict, scaling_rows
+from tables import SCALING_COLUMNS, growth_verdict, scaling_rows, write_jsonl
 
 DEFAULT_SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 SCALING_LOADERS = ("full", "cluster", "saint-rw")
@@ -56,9 +56,7 @@ def run_scaling(args, tag: str, results: Path, work_dir: Path) -> int:
                 - (record.get("rss_at_train_start_bytes") or 0))
             out.append(record)
     jsonl, md, png = (results / f"scaling_{tag}.{ext}" for ext in ("jsonl", "md", "png"))
-    with open(jsonl, "w", encoding="utf-8") as handle:
-        for record in out:
-            handle.write(json.dumps(record) + "\n")
+    write_jsonl(jsonl, out)
     verdict = growth_verdict(out)
     rss_verdict = growth_verdict(out, "training_rss_increment_bytes")
     env = out[0]["environment"] if out else {}

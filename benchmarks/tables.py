@@ -1,11 +1,19 @@
 """Markdown tables of benchmark records (the report reads figures, never recomputes them)."""
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Optional
 
 from gnnzero.observe.memory import format_bytes
 from gnnzero.observe.report import markdown_table
+
+
+def write_jsonl(path, records: list[dict[str, Any]]) -> None:
+    """One JSON record a line."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
 
 
 def _mib(value: Optional[float]) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 from types import SimpleNamespace
 
 import pytest

@@ -21,7 +21,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str = "VmRSS") -> int:
     """A ``kB`` field of /proc/self/status (0 where unavailable)."""
     try:
         with open("/proc/self/status", encoding="ascii") as handle:
@@ -33,7 +33,7 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def _reset_rss_high_water_mark() -> bool:
+def reset_rss_high_water_mark() -> bool:
     """Reset the kernel's peak-RSS counter (VmHWM) of this process; False where not allowed."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
@@ -52,7 +52,7 @@ def reset_peak(device: torch.device) -> None:
     """Start the run's peak window: CUDA peak stats, and the host's peak RSS where Linux allows."""
     _run_peak.update(allocated=0, reserved=0, rss_at_reset=current_rss_bytes(), rss_steps=0,
                      rss_folded=0)
-    _run_peak["rss_reset"] = _reset_rss_high_water_mark()
+    _run_peak["rss_reset"] = reset_rss_high_water_mark()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -70,15 +70,15 @@ def reset_step_peak(device: torch.device) -> int:
 def begin_step_rss_window() -> None:
     """Start measuring one training step's peak RSS (the run's peak so far is kept)."""
     if _run_peak["rss_reset"]:
-        _run_peak["rss_folded"] = max(_run_peak["rss_folded"], _status_kib("VmHWM") * 1024)
-        _reset_rss_high_water_mark()
+        _run_peak["rss_folded"] = max(_run_peak["rss_folded"], status_kib("VmHWM") * 1024)
+        reset_rss_high_water_mark()
 
 
 def end_step_rss_window() -> int:
     """Peak RSS of the step since :func:`begin_step_rss_window`; the max over steps is kept."""
     if not _run_peak["rss_reset"]:
         return 0
-    peak = _status_kib("VmHWM") * 1024
+    peak = status_kib("VmHWM") * 1024
     _run_peak["rss_steps"] = max(_run_peak["rss_steps"], peak)
     return peak
 
@@ -90,7 +90,7 @@ def step_peak_rss_bytes() -> int:
 
 def training_peak_rss_bytes() -> int:
     """Peak RSS since :func:`reset_peak` (VmHWM), or the process's lifetime peak where unresettable."""
-    hwm = _status_kib("VmHWM") * 1024
+    hwm = status_kib("VmHWM") * 1024
     if not (_run_peak["rss_reset"] and hwm):
         return peak_rss_bytes()
     return max(hwm, _run_peak["rss_folded"])
