@@ -261,6 +261,7 @@ def load_dataset(name: str, data_root: Optional[str] = None, num_nodes: int = 20
     ``avg_degree`` / ``words_per_node`` size the synthetic graph (``None``: the
     :class:`SyntheticSpec` defaults) and are ignored for other datasets.
     """
+    check_dataset_source(name, data_root)
     key = name.lower()
     if key == "synthetic":
         spec_kwargs = {k: v for k, v in (("avg_degree", avg_degree),
@@ -270,14 +271,8 @@ def load_dataset(name: str, data_root: Optional[str] = None, num_nodes: int = 20
                                f"{avg_degree} and {words_per_node}")
         return load_synthetic(num_nodes, seed=seed, feature_format=feature_format,
                               cache_dir=cache_dir, **spec_kwargs)
-    if key in PLANETOID_NAMES or key.startswith("ogbn-"):
-        if not data_root:
-            raise GnnZeroError(f"--dataset {name} needs --data-root pointing at local files "
-                               f"(nothing is downloaded at run time)")
-        if key in PLANETOID_NAMES:
-            return load_planetoid(key, data_root, feature_format)
+    if key in PLANETOID_NAMES:
+        return load_planetoid(key, data_root, feature_format)
+    if key.startswith("ogbn-"):
         return load_ogb(key, data_root, feature_format)
-    if key.endswith((".pt", ".npz")) or os.path.sep in name:
-        return load_user_file(name, feature_format, cache_dir)
-    raise GnnZeroError(f"unknown --dataset '{name}'; choose synthetic, cora, citeseer, pubmed, "
-                       f"ogbn-<name>, or a path to a .pt/.npz file")
+    return load_user_file(name, feature_format, cache_dir)  # check_dataset_source: a file

@@ -30,7 +30,7 @@ import torch
 from ..errors import GnnZeroError
 from ..models.builders import plain_state_dict
 from ..utils.atomic import _atomic_write, atomic_json_dump
-from .runtime import barrier
+from ..utils.dist import barrier, gather_objects, rank_world
 
 META_FILE = "gnnzero_meta.json"
 TAG_PREFIX = "step"
@@ -51,22 +51,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _gather_rng_states() -> list[dict[str, Any]]:
-    """Every rank's RNG state (each rank draws its own dropout masks)."""
-    rank, world = _rank_world()
-    if world == 1:
-        return [rng_state()]
-    states: list[Any] = [None] * world
-    torch.distributed.all_gather_object(states, rng_state())
-    return states
 
 
 def parameter_shapes(model: torch.nn.Module) -> dict[str, list[int]]:
@@ -117,8 +101,9 @@ def save(engine, checkpoint_dir: str, global_step: int, client_state: dict[str, 
     ``client_state`` is stored by DeepSpeed; every rank's RNG state is added to it.
     """
     tag = f"{TAG_PREFIX}{global_step}"
-    rank, _ = _rank_world()
-    client_state = {**client_state, RNG_KEY: _gather_rng_states()}
+    rank, _ = rank_world()
+    # Every rank's RNG state: each rank draws its own dropout masks.
+    client_state = {**client_state, RNG_KEY: gather_objects(rng_state())}
     if rank == 0 and os.path.exists(os.path.join(checkpoint_dir, tag, META_FILE)):
         os.unlink(os.path.join(checkpoint_dir, tag, META_FILE))  # being rewritten: not complete
     barrier()
@@ -209,7 +194,7 @@ def load(engine, checkpoint_dir: str, meta: dict[str, Any]) -> Optional[dict[str
                            f"{os.path.join(checkpoint_dir, 'latest')} at an earlier tag")
     client_state = dict(client_state or {})
     states = client_state.pop(RNG_KEY, None)
-    rank, _ = _rank_world()
+    rank, _ = rank_world()
     if states is not None and rank < len(states):
         set_rng_state(states[rank])
     client_state["checkpoint_path"] = path

@@ -34,6 +34,7 @@ from ..data.loaders import with_node_fields
 from ..data.sharding import shard_batches
 from ..errors import GnnZeroError
 from ..models import forward_batch
+from ..utils.dist import rank_world
 from .batches import prepare_batch
 
 # Above this many nodes, evaluation runs over METIS clusters instead of the whole graph.
@@ -85,12 +86,6 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
 
 
 # ----------------------------------------------------------------- model internals
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
 
 def _module(model):
     """The ``BasicGNN`` inside a DeepSpeed engine (or the model itself)."""
@@ -178,7 +173,7 @@ def _equal_batches(nodes: Tensor, num_batches: int, filler: int) -> list[tuple[l
 
 def _gather_rows(local: Tensor, counts: list[int]) -> Tensor:
     """All ranks' row blocks (rank order), each padded to the largest for ``all_gather``."""
-    _, world = _rank_world()
+    _, world = rank_world()
     if world == 1:
         return local
     pad = max(counts)
@@ -227,7 +222,7 @@ def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
     if reason:
         raise GnnZeroError(f"exact layer-wise evaluation is not possible: {reason}")
     gnn = _module(model)
-    rank, world = _rank_world()
+    rank, world = rank_world()
     n = dataset.num_nodes
     bounds = [n * r // world for r in range(world + 1)]
     counts = [bounds[r + 1] - bounds[r] for r in range(world)]
@@ -292,7 +287,7 @@ def exact_evaluate(model, dataset: GraphDataset, device: torch.device,
     c = dataset.num_classes
     conf = torch.stack([confusion_matrix(y[m], pred[m], c) for m in
                         (dataset.masks[name][out.node_ids] for name in SPLITS.values())])
-    _, world = _rank_world()
+    _, world = rank_world()
     if world > 1:
         torch.distributed.all_reduce(conf)
     return _split_metrics(conf)
@@ -315,7 +310,7 @@ def sampled_evaluate(engine, dataset: GraphDataset, num_nodes: int, device: torc
     if num_nodes <= 0:
         raise GnnZeroError(f"--sampled-eval-nodes must be positive to sample, got {num_nodes}")
     gnn = _module(engine)
-    rank, world = _rank_world()
+    rank, world = rank_world()
     population = dataset.masks[SPLITS[split]].nonzero().view(-1)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     sample = population[torch.randperm(population.numel(), generator=generator)[:num_nodes]]
@@ -379,7 +374,7 @@ def eval_batches(dataset: GraphDataset, train_loader, rank: int, world: int) -> 
 def evaluate(engine, dataset: GraphDataset, train_loader, device: torch.device,
              dtype: torch.dtype) -> dict[str, dict]:
     """Metrics per split over the whole graph (or clusters), identical on every rank."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     engine.eval()
     c = dataset.num_classes
     conf = torch.zeros(len(SPLITS), c, c, dtype=torch.int64)

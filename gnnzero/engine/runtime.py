@@ -103,9 +103,6 @@ def compute_dtype(engine) -> torch.dtype:
     return torch.float32
 
 
-def barrier() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def parameter_fingerprint(engine) -> dict[str, float]:

@@ -17,16 +17,17 @@ from ..errors import GnnZeroError
 from ..models import build_model, count_parameters, forward_batch, zero_model_state_bytes
 from ..models.builders import validate_model_args
 from ..observe.memory import peak_memory, reset_peak
-from ..observe.monitor import TrainingMonitor, max_over_ranks
+from ..observe.monitor import TrainingMonitor
 from ..observe.probe import MemoryProbe
 from ..observe.report import print_summary, run_environment
 from ..utils.atomic import atomic_json_dump
+from ..utils.dist import all_reduce, barrier, gather_objects
 from . import checkpoint as ckpt
 from .batches import node_loss, prepare_batch
 from .ds_config import (apply_overrides, finalize_for_device, load_ds_config, offload_of,
                         precision_of, zero_stage_of)
 from .evaluation import evaluate, final_evaluate, sampled_evaluate
-from .runtime import (barrier, compute_dtype, device_type, init_distributed, initialize_engine,
+from .runtime import (compute_dtype, device_type, init_distributed, initialize_engine,
                       parameter_fingerprint)
 
 
@@ -58,27 +59,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        torch.distributed.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def _gather_objects(obj: Any) -> list[Any]:
-    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
-        return [obj]
-    out: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
-def _check_finite(loss: torch.Tensor, step: int, epoch: int, device: torch.device,
+def _check_finite(loss: float, step: int, epoch: int, device: torch.device,
                   last_checkpoint: Optional[str]) -> None:
     """Stop every rank together when any rank's loss is NaN/inf."""
-    bad = _all_reduce_sum([0.0 if math.isfinite(loss.item()) else 1.0], device)[0]
+    bad = all_reduce([0.0 if math.isfinite(loss) else 1.0], device)[0]
     if bad:
-        raise GnnZeroError(f"loss became {loss.item()} at optimizer step {step} (epoch {epoch}) on "
+        raise GnnZeroError(f"loss became {loss} at optimizer step {step} (epoch {epoch}) on "
                            f"{int(bad)} rank(s); last good checkpoint: {last_checkpoint or 'none'};"
                            f" lower --lr, set --grad-clip, or check the features for extreme values")
 
@@ -130,7 +116,8 @@ def train_epoch(engine, loader, epoch: int, start: int, device: torch.device, dt
         with state["probe"].forward():
             loss = node_loss(forward_batch(engine, batch), batch)
         # Before backward: a NaN/inf loss never reaches the weights or a checkpoint.
-        _check_finite(loss, engine.global_steps + 1, epoch, device, state.get("last_checkpoint"))
+        loss_value = loss.item()  # one host sync per micro-step
+        _check_finite(loss_value, engine.global_steps + 1, epoch, device, state.get("last_checkpoint"))
         _sync(device)
         t2 = time.perf_counter()
         engine.backward(loss)
@@ -153,13 +140,13 @@ def train_epoch(engine, loader, epoch: int, start: int, device: torch.device, dt
         counts["batch_nodes"] += batch.num_nodes
         counts["batch_edges"] += batch.edge_index.size(1)
         counts["batches"] += 1
-        counts["loss_sum"] += loss.item()
-        step_losses.append(loss.item())
+        counts["loss_sum"] += loss_value
+        step_losses.append(loss_value)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{loss_value:.4f}")
         if engine.global_steps != state["last_step"]:  # an optimizer step just happened
             state["last_step"] = engine.global_steps
-            mean = _all_reduce_sum([sum(step_losses) / len(step_losses)], device)[0]
+            mean = all_reduce([sum(step_losses) / len(step_losses)], device)[0]
             progress.loss_curve.append((engine.global_steps, mean / engine.world_size))
             step_losses = []
             progress.epoch, progress.batch_in_epoch = epoch, index + 1
@@ -247,9 +234,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             totals[key] += counts[key]
         for key, value in times.as_dict().items():
             setattr(phase, key, getattr(phase, key) + value)
-        loss = _all_reduce_sum([counts["loss_sum"], counts["batches"]], device)
+        loss = all_reduce([counts["loss_sum"], counts["batches"]], device)
         entry = {"epoch": epoch, "loss": loss[0] / max(loss[1], 1), "seconds": seconds}
-        entry["peak_memory_bytes"] = max_over_ranks(peak_memory(device)["peak_bytes"], device)
+        entry["peak_memory_bytes"] = all_reduce([peak_memory(device)["peak_bytes"]], device,
+                                                "max")[0]
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch == cfg.train.epochs - 1 or stopped:
             if cfg.train.sampled_eval_nodes:
                 entry["sampled_val"] = sampled_evaluate(engine, dataset,
@@ -281,15 +269,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     final = final_evaluate(engine, dataset, loader, device, dtype, show)
     state["monitor"].close()
-    summed = _all_reduce_sum([totals[k] for k in totals], device)
+    summed = all_reduce([totals[k] for k in totals], device)
     totals = dict(zip(totals, summed))
-    per_rank = _gather_objects({"rank": rank, **peak_memory(device), **state["probe"].summary(),
+    per_rank = gather_objects({"rank": rank, **peak_memory(device), **state["probe"].summary(),
                                 "step_time_split_s": phase.as_dict(),
                                 "param_fingerprint": parameter_fingerprint(engine)})
     precision, stage = precision_of(ds_config), zero_stage_of(ds_config)
     formula = zero_model_state_bytes(num_params, stage, world, precision,
                                      offload_optimizer="optimizer" in offload_of(ds_config))
-    epochs_run = max(1, len([e for e in progress.epoch_log]))
+    epochs_run = max(1, len(progress.epoch_log))
     metrics = {
         "test_accuracy": final["test"]["accuracy"], "val_accuracy": final["val"]["accuracy"],
         "train_accuracy": final["train"]["accuracy"], "evaluation": final,

@@ -29,7 +29,6 @@ import sys
 from collections import defaultdict
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import GnnZeroError
@@ -231,12 +230,3 @@ class TrainingMonitor:
                 sink.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def max_over_ranks(value: float, device: torch.device) -> float:
-    """The largest ``value`` over all ranks (e.g. peak memory); ``value`` itself on one rank."""
-    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
-        return float(value)
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
-    return float(tensor.item())
