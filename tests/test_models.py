@@ -16,7 +16,8 @@ from torch_geometric.nn.dense.linear import Linear as PyGLinear
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a DeepSpeed worker
 from gnnzero.models import LowRankLinear, build_model, count_parameters, pinsage_neighbourhood
 from gnnzero.models.importance import in_neighbour_csr, random_walk_visit_counts
-from gnnzero.models.lowrank import SharedWeightLinear, replace_linears_with_low_rank
+from gnnzero.models.lowrank import (SharedWeightLinear, replace_linears_with_low_rank,
+                                     spectral_factors)
 
 ARCHS = ("gcn", "sage", "gat", "gin", "pinsage")
 IN, HID, OUT, HEADS = 20, 16, 5, 2
@@ -120,7 +121,8 @@ def _second_moment_over_inits(make_layer, x: torch.Tensor, inits: int) -> tuple[
     return values.mean(), values.std(ddof=1) / math.sqrt(inits)
 
 
-def test_low_rank_init_keeps_dense_output_variance():
+@pytest.mark.parametrize("init", ["spectral", "input"])
+def test_low_rank_init_keeps_dense_output_variance(init):
     """E[y_j^2] = Var(W) * mean ||x||^2 + Var(b) for dense and factorised layers alike.
 
     Tolerance: 5 standard errors of the mean over 300 independent inits (the
@@ -133,10 +135,38 @@ def test_low_rank_init_keeps_dense_output_variance():
     theory = (1.0 / (3 * fan_in)) * float(x.pow(2).sum(1).mean()) + 1.0 / (3 * fan_in)
     dense_mean, dense_se = _second_moment_over_inits(lambda: nn.Linear(fan_in, fan_out), x, 300)
     low_mean, low_se = _second_moment_over_inits(
-        lambda: LowRankLinear(fan_in, fan_out, rank), x, 300)
+        lambda: LowRankLinear(fan_in, fan_out, rank, init=init), x, 300)
     assert abs(dense_mean - theory) < 5 * dense_se
     assert abs(low_mean - theory) < 5 * low_se
     assert abs(low_mean - dense_mean) < 5 * math.hypot(low_se, dense_se)
+
+
+def test_spectral_factors_are_balanced_orthogonal_truncated_svd():
+    """U^T U = V V^T = diag(S_r) c^2: the factors share the singular values evenly, and
+    ||U V||_F equals the dense draw's Frobenius norm (~ sqrt(in * out * Var))."""
+    torch.manual_seed(2)
+    low = LowRankLinear(300, 200, 12)
+    u, v = low.U.detach(), low.V.detach()
+    gram_u, gram_v = u.T @ u, v @ v.T
+    torch.testing.assert_close(gram_u, torch.diag(torch.diagonal(gram_u)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(gram_u, gram_v, atol=1e-5, rtol=1e-4)
+    expected = math.sqrt(300 * 200 / (3 * 300))
+    assert abs(float((u @ v).norm()) - expected) < 0.02 * expected
+    big = spectral_factors(5000, 4000, 8, 1e-3)  # randomised-SVD path (2e7 elements)
+    assert big[0].shape == (5000, 8) and big[1].shape == (8, 4000)
+    assert abs(float((big[0] @ big[1]).norm()) - math.sqrt(5000 * 4000 * 1e-3)) < 0.5
+
+
+def test_builder_uses_input_init_only_on_maps_reading_raw_features():
+    model = build_model("sage", 1433, 256, 7, 4, rank=16)
+    inits = {name: m.init for name, m in model.named_modules()
+             if isinstance(m, LowRankLinear) and not m.dense}
+    assert inits["convs.0.lin_l"] == inits["convs.0.lin_r"] == "input"
+    assert {inits[f"convs.{i}.lin_{s}"] for i in (1, 2) for s in "lr"} == {"spectral"}
+    pinsage = build_model("pinsage", 500, 64, 3, 2, rank=8)
+    assert pinsage.convs[0].lin_root.init == "input" and pinsage.convs[0].lin_neigh.init == "spectral"
+    with pytest.raises(ValueError, match="init 'svd' is unknown; allowed values: spectral, input"):
+        LowRankLinear(8, 8, 2, init="svd")
 
 
 def test_replacing_glorot_linear_keeps_its_output_variance():

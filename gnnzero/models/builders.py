@@ -185,7 +185,8 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
     """Build a GNN whose ``forward(x, edge_index, edge_weight=None)`` returns logits.
 
     ``rank`` factorises every dense linear map inside the convolutions
-    (``LowRankLinear``; ``rank >= min(in, out)`` stays dense).  ``share_weights``
+    (``LowRankLinear``; ``rank >= min(in, out)`` stays dense; maps reading the raw input
+    features get ``init="input"``, the rest ``init="spectral"``).  ``share_weights``
     makes all hidden-to-hidden convolutions use one set of linear weights, owned
     once by ``model.shared_cores`` (nothing to share below 3 layers, or 2 with ``jk``).
     ``activation_checkpointing`` recomputes each convolution in the backward pass.
@@ -198,8 +199,10 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
     model = MODEL_CLASSES[arch](in_channels, hidden_channels, num_layers, out_channels,
                                 dropout=dropout, norm=norm, jk=jk, **kwargs)
     if rank is not None:
-        for conv in model.convs:
-            replace_linears_with_low_rank(conv, rank)
+        # Maps reading the raw (often sparse bag-of-words) input features get a small input
+        # factor, maps reading hidden activations a spectral init (see LowRankLinear).
+        for i, conv in enumerate(model.convs):
+            replace_linears_with_low_rank(conv, rank, in_channels if i == 0 else None)
     if share_weights:
         shared = [model.convs[i] for i in hidden_layer_indices(num_layers, jk)]
         if len(shared) < 2:
