@@ -43,8 +43,10 @@ MODELS: dict[str, tuple[list[str], float | None]] = {
     # reading raw features + spectral elsewhere (build_model's choice) 76.1, worst seed 71.
     # Low rank on hidden layers alone costs ~3 points (75.6, first layer dense); on the
     # first layer alone nothing (78.7); sharing alone nothing (79.4).  On top of the new
-    # init, none of these raised mean validation accuracy (5 seeds): dropout 0.3, lr 0.005,
-    # jk='cat', Frobenius decay on U V (66.8 test).  Input dropout 0.5 raised both models
+    # init (validation 77.2, 5 seeds), none of these raised mean validation accuracy:
+    # dropout 0.3 / 0.6, lr 0.005, Adam lr x0.3 / x0.1 on the hidden factors only, weight
+    # decay 5e-3 / 0 on the hidden factors only, a flat (orthogonal) spectrum instead of
+    # the SVD's, jk='cat', Frobenius decay on U V (66.8 test).  Input dropout 0.5 raised both models
     # alike (10 seeds: 76.5 vs dense 79.6 test), so it does not close the gap.
     # Earlier tuning (old init, 3 seeds) did not survive 5 seeds either, so PyG's
     # defaults stay.
