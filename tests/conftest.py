@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "planetoid"
+# GNNZERO_PLANETOID_ROOT points the tests at the raw files from a clone elsewhere.
+SHARED_DATA = Path(os.environ.get("GNNZERO_PLANETOID_ROOT",
+                                  REPO.parent / "shared" / "data" / "planetoid"))
 sys.path.insert(0, str(REPO))
 
 
@@ -19,7 +21,8 @@ sys.path.insert(0, str(REPO))
 def planetoid_root(tmp_path_factory) -> Path:
     """A temp copy of ../shared/data/planetoid (PyG writes processed/ beside raw/)."""
     if not SHARED_DATA.exists():
-        pytest.skip(f"Planetoid raw files not found at {SHARED_DATA}")
+        pytest.skip(f"Planetoid raw files not found at {SHARED_DATA}; set "
+                    f"GNNZERO_PLANETOID_ROOT to the folder holding Cora/raw")
     root = tmp_path_factory.mktemp("planetoid")
     for name in ("Cora", "CiteSeer"):
         if (SHARED_DATA / name / "raw").exists():
