@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sweep import (LOADERS, MODELS, PRECISIONS, REPO, STAGES, BenchConfig,  # noqa: E402
                    Workload, free_port, grid, records, run_baseline, run_config, validate_choice)
-from tables import bench_markdown, write_jsonl  # noqa: E402
+from tables import bench_markdown, save_records  # noqa: E402
 
 SMOKE_CONFIGS = [BenchConfig("0", "fp32", 1, "cluster", "dense"),
                  BenchConfig("3", "bf16", 2, "cluster", "dense"),
@@ -145,9 +145,7 @@ def sweep(configs: list[BenchConfig], work: Workload, tag: str, results: Path, w
                                        work))
         bar.update(1)
     bar.close()
-    jsonl, md, png = (results / f"bench_{tag}.{ext}" for ext in ("jsonl", "md", "png"))
-    write_jsonl(jsonl, all_records)
-    env = all_records[0]["environment"] if all_records else {}
+    jsonl, md, png, env = save_records(results, f"bench_{tag}", all_records)
     header = (f"# Benchmark `{tag}`: {work.dataset} {work.num_nodes:,} nodes, {work.arch} "
               f"hidden {work.hidden} x {work.layers} layers, {work.epochs} epoch(s)\n\n"
               f"Device: {env.get('device', '?')}; torch {env.get('torch')}, PyG "

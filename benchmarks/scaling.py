@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sweep import BenchConfig, Workload, _env, free_port, launch, records, train_flags
-from tables import SCALING_COLUMNS, growth_verdict, scaling_rows, write_jsonl
+from tables import SCALING_COLUMNS, growth_verdict, save_records, scaling_rows
 
 DEFAULT_SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 SCALING_LOADERS = ("full", "cluster", "saint-rw")
@@ -55,11 +55,9 @@ def run_scaling(args, tag: str, results: Path, work_dir: Path) -> int:
                 0, (record.get("host_step_peak_rss_bytes") or 0)
                 - (record.get("rss_at_train_start_bytes") or 0))
             out.append(record)
-    jsonl, md, png = (results / f"scaling_{tag}.{ext}" for ext in ("jsonl", "md", "png"))
-    write_jsonl(jsonl, out)
+    _, md, png, env = save_records(results, f"scaling_{tag}", out)
     verdict = growth_verdict(out)
     rss_verdict = growth_verdict(out, "training_rss_increment_bytes")
-    env = out[0]["environment"] if out else {}
     text = (f"# Scaling `{tag}`: synthetic graphs, 2-layer GCN hidden {hidden}, avg degree "
             f"{degree:g}, 1 epoch, one rank\n\nDevice: {env.get('device', '?')}; commit "
             f"{env.get('git_commit')}.  *Working set* = model states + activations saved for "

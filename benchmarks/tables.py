@@ -3,17 +3,25 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, Optional
 
 from gnnzero.observe.memory import format_bytes
 from gnnzero.observe.report import markdown_table
 
 
-def write_jsonl(path, records: list[dict[str, Any]]) -> None:
-    """One JSON record a line."""
-    with open(path, "w", encoding="utf-8") as handle:
+def save_records(results: Path, stem: str,
+                 records: list[dict[str, Any]]) -> tuple[Path, Path, Path, dict[str, Any]]:
+    """Write ``results/<stem>.jsonl`` (one JSON record a line).
+
+    Returns its path, the ``.md`` and ``.png`` paths beside it, and the environment the
+    first record was measured in (``{}`` without records).
+    """
+    jsonl, md, png = (Path(results) / f"{stem}.{ext}" for ext in ("jsonl", "md", "png"))
+    with open(jsonl, "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")
+    return jsonl, md, png, (records[0]["environment"] if records else {})
 
 
 def _mib(value: Optional[float]) -> str:
