@@ -36,10 +36,10 @@ def spectral_factors(in_features: int, out_features: int, rank: int,
     dense = torch.empty(in_features, out_features).uniform_(-bound, bound)
     if dense.numel() <= _EXACT_SVD_MAX_ELEMENTS:
         left, singular, right_t = torch.linalg.svd(dense, full_matrices=False)
-        left, singular, right = left[:, :rank], singular[:rank], right_t[:rank].T
+        right = right_t.T
     else:
         left, singular, right = torch.svd_lowrank(dense, q=min(rank + 8, *dense.shape), niter=4)
-        left, singular, right = left[:, :rank], singular[:rank], right[:, :rank]
+    left, singular, right = left[:, :rank], singular[:rank], right[:, :rank]
     scale = (dense.pow(2).sum() / singular.pow(2).sum()).pow(0.25)
     root = singular.sqrt() * scale
     return left * root, (right * root).T
