@@ -48,6 +48,7 @@ class TrainConfig:
     no_checkpoint: bool = False
     monitor_every: int = 0             # optimizer steps between gradient/activation records
     sampled_eval_nodes: int = 0        # per-epoch validation on this many random nodes (0 = all)
+    patience: int = 0                  # stop after this many epochs without a better val acc
 
 
 @dataclass
@@ -132,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sampled-eval-nodes", type=int, default=0,
                    help="per-epoch validation on N random validation nodes with a 95%% "
                         "interval (0 = every node); the final evaluation is always exact")
+    t.add_argument("--patience", type=int, default=0,
+                   help="early stopping: end training once N epochs pass without a better "
+                        "validation accuracy (0 = run every epoch); metrics' best_val gives the "
+                        "test accuracy at the best epoch")
     e = p.add_argument_group("engine overrides (on top of --ds_config)")
     e.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=None)
     e.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
@@ -147,7 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Optional[Sequence[str]] = None) -> RunConfig:
     """Parse ``argv`` into a :class:`RunConfig`."""
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.eval_every < 1:
+        parser.error(f"--eval-every must be >= 1, got {a.eval_every}")
+    if a.patience < 0 or 0 < a.patience < a.eval_every:
+        parser.error(f"--patience must be 0 (off) or >= --eval-every ({a.eval_every}), "
+                     f"got {a.patience}")
     return RunConfig(
         ds_config=a.ds_config,
         local_rank=a.local_rank,
@@ -160,7 +171,8 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> RunConfig:
                              a.cache_dir),
         train=TrainConfig(a.epochs, a.seed, a.output_dir, a.eval_every, a.checkpoint_every,
                           a.keep_checkpoints, a.resume, a.max_steps, a.no_checkpoint,
-                          monitor_every=a.monitor_every, sampled_eval_nodes=a.sampled_eval_nodes),
+                          monitor_every=a.monitor_every, sampled_eval_nodes=a.sampled_eval_nodes,
+                          patience=a.patience),
         engine=EngineOverrides(a.zero_stage, a.precision, a.micro_batch, a.grad_accum,
                                a.grad_clip, a.offload, a.lr, a.weight_decay),
     )

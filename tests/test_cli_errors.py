@@ -77,6 +77,16 @@ def test_unknown_choice(run_main, flag, value, needle):
     _assert_one_line_error(proc, needle)
 
 
+@pytest.mark.parametrize("extra,needle", [
+    (["--eval-every", "0"], "--eval-every must be >= 1, got 0"),
+    (["--patience", "-1"], "--patience must be 0 (off) or >= --eval-every (1), got -1"),
+    (["--eval-every", "5", "--patience", "3"], "--patience must be 0 (off) or >= --eval-every (5)"),
+])
+def test_bad_validation_schedule(run_main, extra, needle):
+    proc = run_main(["--ds_config", "ds_configs/zero2.json", *extra])
+    _assert_one_line_error(proc, needle)
+
+
 def test_unknown_dataset(run_main):
     proc = run_main(["--ds_config", "ds_configs/zero2.json", "--dataset", "imagenet"])
     _assert_one_line_error(proc, "unknown --dataset 'imagenet'", "synthetic")

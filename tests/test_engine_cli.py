@@ -84,3 +84,17 @@ def test_fp16_on_cpu_is_refused_before_deepspeed_starts(tmp_path):
         "error: fp16 needs a CUDA GPU and this run is on CPU; use bf16")
     assert "Initializing TorchBackend" not in proc.stdout + proc.stderr  # no process group
     assert not (tmp_path / "fp16").exists()
+
+
+def test_patience_stops_when_validation_accuracy_stays_flat(tmp_path):
+    # lr 0: the weights never change, so validation accuracy is flat from epoch 0 and the
+    # run must end exactly `patience` epochs after it, with a checkpoint of that epoch.
+    proc = _train(tmp_path, "flat", "--lr", "0", "--epochs", "30", "--eval-every", "1",
+                  "--patience", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = read_metrics(tmp_path / "flat")
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2, 3]
+    assert metrics["early_stopped_epoch"] == 3
+    assert metrics["best_val"]["epoch"] == 0
+    assert "early stop after epoch 3: no better validation accuracy for 3 epochs" in proc.stdout
+    assert metrics["optimizer_steps"] == 4 * 3

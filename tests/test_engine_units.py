@@ -235,3 +235,15 @@ def test_meta_differences_name_what_differs(tmp_path):
                  "and 1 more"):
         assert part in message, message
     ckpt.check_compatible(str(tmp_path), "step5", saved)  # identical: no error
+
+
+def test_epochs_without_improvement_counts_from_the_earliest_best_validation():
+    from gnnzero.engine.trainer import epochs_without_improvement
+
+    assert epochs_without_improvement([{"epoch": 0, "loss": 1.0}]) is None
+    log = [{"epoch": 4, "val_accuracy": 0.5}, {"epoch": 9, "val_accuracy": 0.7},
+           {"epoch": 14, "val_accuracy": 0.6}, {"epoch": 19, "loss": 0.3},
+           {"epoch": 24, "val_accuracy": 0.7}]
+    assert epochs_without_improvement(log) == 15  # ties keep the earlier best (epoch 9)
+    log.append({"epoch": 29, "val_accuracy": 0.71})
+    assert epochs_without_improvement(log) == 0

@@ -69,15 +69,30 @@ def _check_finite(loss: float, step: int, epoch: int, device: torch.device,
                            f" lower --lr, set --grad-clip, or check the features for extreme values")
 
 
+def _best_by_validation(entries: list[dict]) -> dict:
+    """The entry with the highest validation accuracy, the earliest one on ties."""
+    return max(entries, key=lambda e: (e["val_accuracy"], -e["epoch"]))
+
+
 def best_validation_epoch(epoch_log: list[dict]) -> Optional[dict[str, Any]]:
     """Model selection as in PyG's examples: the epoch with the best (exact) validation
     accuracy and the test accuracy measured at that epoch (None without such epochs)."""
     scored = [e for e in epoch_log if "test_accuracy" in e and "val_accuracy" in e]
     if not scored:
         return None
-    best = max(scored, key=lambda e: (e["val_accuracy"], -e["epoch"]))
+    best = _best_by_validation(scored)
     return {"epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
             "test_accuracy": best["test_accuracy"]}
+
+
+def epochs_without_improvement(epoch_log: list[dict]) -> Optional[int]:
+    """Epochs from the best validation accuracy (earliest on ties) to the last validated
+    epoch; None before the first validation.  Every rank sees the same all-reduced
+    accuracies, so early stopping on it stops all ranks at the same epoch."""
+    scored = [e for e in epoch_log if "val_accuracy" in e]
+    if not scored:
+        return None
+    return scored[-1]["epoch"] - _best_by_validation(scored)["epoch"]
 
 
 def _build_loader_rank0_first(dataset: GraphDataset, cfg: RunConfig, rank: int, world: int):
@@ -249,6 +264,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                 entry["val_accuracy"] = split_acc["val"]["accuracy"]
                 entry["test_accuracy"] = split_acc["test"]["accuracy"]
         progress.epoch_log.append(entry)
+        waited = epochs_without_improvement(progress.epoch_log)
+        early_stop = bool(cfg.train.patience) and waited is not None \
+            and waited >= cfg.train.patience
         if show:
             val = f"  val acc {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
             if "sampled_val" in entry:
@@ -256,6 +274,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                 val += f" [{sv['ci_low']:.3f}, {sv['ci_high']:.3f}] ({sv['total']} sampled)"
             print(f"epoch {epoch:3d}  loss {entry['loss']:.4f}{val}  time {seconds:.2f}s",
                   flush=True)
+            if early_stop:
+                print(f"early stop after epoch {epoch}: no better validation accuracy for "
+                      f"{waited} epochs (--patience {cfg.train.patience})", flush=True)
         if not stopped:  # a --max-steps stop keeps its place inside the epoch for --resume
             progress.epoch, progress.batch_in_epoch = epoch + 1, 0
         # DeepSpeed does not checkpoint half-accumulated gradients: save at step boundaries only.
@@ -264,7 +285,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         if not cfg.train.no_checkpoint and (stopped or not cfg.train.checkpoint_every) \
                 and at_boundary and not saved_now:  # a --max-steps stop always saves
             state["last_checkpoint"] = _save(engine, cfg, progress, meta)
-        if stopped:
+        if stopped or early_stop:
+            state["early_stopped_epoch"] = epoch if early_stop else None
             break
 
     final = final_evaluate(engine, dataset, loader, device, dtype, show)
@@ -294,6 +316,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         "optimizer_steps": engine.global_steps, "skipped_steps": int(engine.skipped_steps),
         "loss_curve": progress.loss_curve, "epochs": progress.epoch_log,
         "best_val": best_validation_epoch(progress.epoch_log),
+        "early_stopped_epoch": state.get("early_stopped_epoch"),
         "dataset": {"name": dataset.name, "num_nodes": dataset.num_nodes,
                     "num_edges": dataset.num_edges, "num_features": dataset.num_features,
                     "num_classes": dataset.num_classes,
