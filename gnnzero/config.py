@@ -19,6 +19,7 @@ class DataConfig:
     cache_dir: str = ".cache/gnnzero"
     avg_degree: Optional[float] = None       # synthetic only; None = SyntheticSpec default
     words_per_node: Optional[float] = None   # synthetic only; None = SyntheticSpec default
+    pca_components: int = 0                  # project features onto this many PCs (0 = off)
 
 
 @dataclass
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic graph: mean node degree (default 12)")
     d.add_argument("--words-per-node", type=float, default=None,
                    help="synthetic graph: mean non-zero features per node (default 8)")
+    d.add_argument("--pca-components", type=int, default=0,
+                   help="replace the node features by their top K principal components "
+                        "(fitted on <= 100k sampled rows, applied in chunks; 0 = off)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="sage", choices=ARCHS)
     m.add_argument("--hidden", type=int, default=128)
@@ -154,6 +158,8 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> RunConfig:
     """Parse ``argv`` into a :class:`RunConfig`."""
     parser = build_parser()
     a = parser.parse_args(argv)
+    if a.pca_components < 0:
+        parser.error(f"--pca-components must be >= 0 (0 = off), got {a.pca_components}")
     if a.eval_every < 1:
         parser.error(f"--eval-every must be >= 1, got {a.eval_every}")
     if a.patience < 0 or 0 < a.patience < a.eval_every:
@@ -163,7 +169,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> RunConfig:
         ds_config=a.ds_config,
         local_rank=a.local_rank,
         data=DataConfig(a.dataset, a.data_root, a.num_nodes, a.feature_store, a.cache_dir,
-                        a.avg_degree, a.words_per_node),
+                        a.avg_degree, a.words_per_node, a.pca_components),
         model=ModelConfig(a.model, a.hidden, a.layers, a.rank, a.share_weights, a.dropout, a.norm,
                           a.jk, a.heads, a.activation_checkpointing),
         loader=LoaderOptions(a.loader, a.num_parts, a.clusters_per_batch, a.batch_size,

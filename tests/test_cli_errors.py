@@ -79,6 +79,7 @@ def test_unknown_choice(run_main, flag, value, needle):
 
 @pytest.mark.parametrize("extra,needle", [
     (["--eval-every", "0"], "--eval-every must be >= 1, got 0"),
+    (["--pca-components", "-2"], "--pca-components must be >= 0 (0 = off), got -2"),
     (["--patience", "-1"], "--patience must be 0 (off) or >= --eval-every (1), got -1"),
     (["--eval-every", "5", "--patience", "3"], "--patience must be 0 (off) or >= --eval-every (5)"),
 ])

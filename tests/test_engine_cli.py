@@ -98,3 +98,15 @@ def test_patience_stops_when_validation_accuracy_stays_flat(tmp_path):
     assert metrics["best_val"]["epoch"] == 0
     assert "early stop after epoch 3: no better validation accuracy for 3 epochs" in proc.stdout
     assert metrics["optimizer_steps"] == 4 * 3
+
+
+def test_pca_components_train_a_model_on_the_projected_features(tmp_path):
+    from gnnzero.models import build_model, count_parameters
+
+    proc = _train(tmp_path, "pca", "--pca-components", "16", "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = read_metrics(tmp_path / "pca")
+    assert metrics["dataset"]["num_features"] == 16
+    assert metrics["dataset"]["feature_store"] == "DenseFeatureStore"
+    expected = build_model("sage", 16, 16, metrics["dataset"]["num_classes"], 2)
+    assert metrics["num_parameters"] == count_parameters(expected)

@@ -7,12 +7,20 @@ dense, sparse (scipy CSR) or memory-mapped matrix.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+import dataclasses
+import os
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
+
+from ..errors import GnnZeroError
+from .feature_store import DenseFeatureStore, MmapFeatureStore, _MatrixFeatureStore
+
+if TYPE_CHECKING:
+    from .datasets import GraphDataset
 
 
 def _dense_rows(x: Any, rows: Any) -> Tensor:
@@ -69,3 +77,41 @@ class ChunkedPCA:
 
     def fit_transform(self, x: Any) -> Tensor:
         return self.fit(x).transform(x)
+
+
+class _StoreRows:
+    """``x.shape`` / ``x[rows]`` over a feature store, so ChunkedPCA reads it in row blocks
+    without materialising the whole matrix (mmap features may exceed RAM)."""
+
+    def __init__(self, store: _MatrixFeatureStore) -> None:
+        self.store, self.shape = store, tuple(store.shape("x"))
+
+    def __getitem__(self, rows: Any) -> Tensor:
+        if isinstance(rows, slice):
+            rows = torch.arange(*rows.indices(self.shape[0]))
+        return self.store.rows(torch.as_tensor(rows, dtype=torch.long))
+
+
+def reduce_features(dataset: "GraphDataset", num_components: int,
+                    seed: int = 0) -> "GraphDataset":
+    """``dataset`` with its features replaced by their top ``num_components`` principal
+    components (fitted on up to 100k sampled rows).  Memory-mapped features stay on disk:
+    the projection is written to a new mmap store beside them, chunk by chunk."""
+    num_features = dataset.num_features
+    if not 1 <= num_components <= min(num_features, dataset.num_nodes):
+        raise GnnZeroError(f"--pca-components {num_components} is out of range for "
+                           f"{dataset.name} ({num_features} features, {dataset.num_nodes} "
+                           f"nodes); choose 1..{min(num_features, dataset.num_nodes)}, or 0 to "
+                           f"keep the raw features")
+    source = _StoreRows(dataset.features)
+    pca = ChunkedPCA(num_components, seed=seed).fit(source)
+    if isinstance(dataset.features, MmapFeatureStore):
+        store: _MatrixFeatureStore = MmapFeatureStore(
+            os.path.join(dataset.features.directory, f"pca{num_components}"))
+        store.put_chunks(pca.transform_chunks(source), dataset.num_nodes, num_components)
+    else:
+        store = DenseFeatureStore()
+        store.put_tensor(pca.transform(source), group_name=None, attr_name="x", index=None)
+    info = {**dataset.info, "pca": {"components": num_components,
+                                    "raw_features": num_features}}
+    return dataclasses.replace(dataset, features=store, info=info)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..config import RunConfig
 from ..data import build_loader, load_dataset
 from ..data.datasets import GraphDataset, check_dataset_source
+from ..data.pca import reduce_features
 from ..errors import GnnZeroError
 from ..models import build_model, count_parameters, forward_batch, zero_model_state_bytes
 from ..models.builders import validate_model_args
@@ -197,6 +198,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                            cfg.train.seed, cfg.data.feature_store, cfg.data.cache_dir,
                            avg_degree=cfg.data.avg_degree,
                            words_per_node=cfg.data.words_per_node)
+    if cfg.data.pca_components:
+        dataset = reduce_features(dataset, cfg.data.pca_components, seed=cfg.train.seed)
     loader = _build_loader_rank0_first(dataset, cfg, rank, world)
     load_seconds = time.perf_counter() - t_load
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
