@@ -159,6 +159,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
     parser.add_argument("--norm", default=None, choices=["batch", "layer"],
                         help="normalisation for every model (default none)")
+    parser.add_argument("--pca-components", type=int, default=0,
+                        help="train every model on the top K principal components (0 = raw)")
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw"])
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--ds-config", default=str(REPO / "ds_configs" / "zero2.json"))
@@ -187,6 +189,8 @@ def main(argv=None) -> dict:
               "--cache-dir", str(work / "cache")]
     if args.norm:
         common += ["--norm", args.norm]
+    if args.pca_components:
+        common += ["--pca-components", str(args.pca_components)]
     results: dict[str, dict] = {}
     bar = tqdm(total=len(names) * args.seeds, desc="cora runs", file=sys.__stderr__)
     t0 = time.perf_counter()
@@ -207,6 +211,7 @@ def main(argv=None) -> dict:
     result = {"dataset": "cora", "seeds": args.seeds, "epochs": args.epochs,
               "zero_stage": json.loads(ds_config.read_text())["zero_optimization"]["stage"],
               "optimizer": args.optimizer, "weight_decay": args.weight_decay, "norm": args.norm,
+              "pca_components": args.pca_components,
               "optimizer_note": ("Adam with L2 weight decay 5e-4 (adam_w_mode false)"
                                  if args.optimizer == "adam" else "AdamW (decoupled decay)"),
               "flags": {n: MODELS[n][0] for n in names}, "common_flags": common,
