@@ -112,3 +112,22 @@ def test_sampled_evaluation_agrees_with_exact(small_synthetic):
         sampled = sampled_evaluate(model, ds, 240, torch.device("cpu"), seed=seed)
         assert sampled["total"] == 240
         assert sampled["ci_low"] <= exact["val"]["accuracy"] <= sampled["ci_high"], sampled
+
+
+def test_whole_graph_batch_is_never_served_from_a_freed_dataset():
+    # Datasets built one after another in a process (benchmark runs) reuse freed ids; a
+    # cache keyed by id() served the previous dataset's features (PCA runs lost 30 points).
+    import dataclasses
+
+    from gnnzero.data.datasets import load_synthetic
+    from gnnzero.data.feature_store import DenseFeatureStore
+    from gnnzero.engine.evaluation import _full_graph
+
+    base = load_synthetic(200, seed=0, feature_format="dense")
+    for i in range(20):
+        store = DenseFeatureStore()
+        store.put_tensor(torch.full((200, 3), float(i)), group_name=None, attr_name="x",
+                         index=None)
+        dataset = dataclasses.replace(base, features=store)
+        assert torch.all(_full_graph(dataset).x == i), i
+        del dataset, store

@@ -20,6 +20,7 @@ matrix, hence :func:`metrics_from_confusion`.
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -41,7 +42,10 @@ from .batches import prepare_batch
 FULL_GRAPH_EVAL_MAX_NODES = 500_000
 SPLITS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
 LAYERWISE_BATCH = 4096
-_full_graph_cache: dict[int, object] = {}
+# The last dataset's whole-graph batch.  Keyed by a weak reference, not id(): a freed
+# dataset's id is reused by the next one (e.g. runs in one process), which served the
+# previous run's features.
+_full_graph_cache: dict[str, object] = {}
 
 
 # --------------------------------------------------------------------------- metrics
@@ -341,11 +345,11 @@ def sampled_evaluate(engine, dataset: GraphDataset, num_nodes: int, device: torc
 # ------------------------------------------------- whole-graph / cluster evaluation
 
 def _full_graph(dataset: GraphDataset):
-    key = id(dataset)
-    if key not in _full_graph_cache:
-        _full_graph_cache.clear()
-        _full_graph_cache[key] = with_node_fields(dataset.structure(), dataset)
-    return _full_graph_cache[key]
+    owner = _full_graph_cache.get("dataset")
+    if owner is None or owner() is not dataset:
+        _full_graph_cache["graph"] = with_node_fields(dataset.structure(), dataset)
+        _full_graph_cache["dataset"] = weakref.ref(dataset)
+    return _full_graph_cache["graph"]
 
 
 def eval_batches(dataset: GraphDataset, train_loader, rank: int, world: int) -> Iterator:
