@@ -60,3 +60,21 @@ def test_deepspeed_two_ranks_zero3_bf16_agree(tmp_path):
     assert metrics["loader"]["steps_per_epoch"] == 4
     first, second = (r["param_fingerprint"] for r in metrics["memory"]["per_rank"])
     assert first == second  # both ranks hold the same final parameters
+
+
+@pytest.mark.e2e
+def test_two_ranks_stop_early_at_the_same_epoch(tmp_path):
+    # lr 0 keeps validation accuracy flat, so --patience 2 must end the run after epoch 2
+    # on both ranks; a rank that trained on would hang its peer's next collective.
+    out = tmp_path / "run"
+    proc = run_deepspeed("launch/train.py", [
+        "--ds_config", "ds_configs/zero2.json", "--num-nodes", "1500", "--epochs", "20",
+        "--num-parts", "8", "--clusters-per-batch", "2", "--lr", "0", "--patience", "2",
+        "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")],
+        num_procs=2, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = read_metrics(out)
+    assert metrics["world_size"] == 2 and metrics["early_stopped_epoch"] == 2
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2]
+    assert metrics["optimizer_steps"] == 3 * metrics["loader"]["steps_per_epoch"]
+    assert (out / "checkpoints" / "latest").read_text().strip() == f"step{metrics['optimizer_steps']}"
