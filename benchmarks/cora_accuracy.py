@@ -183,7 +183,7 @@ def _seeds_note(result: dict) -> str:
     counts = sorted({len(row["runs"]) for row in result["models"].values()})
     if len(counts) == 1:
         return f"{counts[0]} seeds"
-    return "seeds per model as in the table"
+    return "Seeds per model as in the table"
 
 
 def main(argv=None) -> dict:
