@@ -262,8 +262,8 @@ def main(argv=None) -> dict:
         result["models"] = {n: result["models"][n] for n in MODELS if n in result["models"]}
         result["flags"] = {**previous["flags"], **result["flags"]}
         results = result["models"]
-    if "sage4_dense" in results and "sage4_rank16_shared" in results:
-        dense, low = results["sage4_dense"], results["sage4_rank16_shared"]
+    if all(name in results for name in PAIR):
+        dense, low = (results[name] for name in PAIR)
         ratio = dense["num_parameters"] / low["num_parameters"]
         gap_stats = paired_gap(dense, low)
         gap = gap_stats["mean"]
