@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS  ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# Everything but the tests that start DeepSpeed / launch/train.py / a benchmark script (marked e2e).
+test-fast: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests -m "not e2e" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/run.py $(BENCH_ARGS)

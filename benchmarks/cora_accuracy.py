@@ -1,7 +1,7 @@
 """Cora accuracy through the DeepSpeed path: 2-layer GCN / GraphSAGE / GAT, and a 4-layer
 GraphSAGE (hidden 256) dense vs ``rank=16`` + ``share_weights``; mean ± std over seeds.
 
-Every run is ``gnnzero.engine.trainer.run`` (the code behind ``launch/train.py``) in this
+Every run is ``gnnzero.run.run`` (the code behind ``launch/train.py``) in this
 process: a DeepSpeed engine in a world of one, full-batch training on the public
 Planetoid split.  The optimizer is DeepSpeed's ``Adam`` with ``adam_w_mode: false``
 (L2 weight decay, i.e. ``torch.optim.Adam(weight_decay=5e-4)`` as in PyG's examples);
@@ -82,7 +82,7 @@ def write_ds_config(base: Path, optimizer: str, out: Path) -> Path:
 def one_run(flags: list[str], common: list[str], seed: int, log_path: Path) -> dict:
     """Train once via the trainer; its console output goes to ``log_path``."""
     from gnnzero.config import parse_config
-    from gnnzero.engine.trainer import run
+    from gnnzero.run import run
 
     with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):

@@ -62,12 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=_csv, default=list(MODELS))
     p.add_argument("--checkpointing", type=_csv, default=["off"],
                    help="activation checkpointing: off, on or off,on")
-    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--dataset", default=Workload.dataset)
     p.add_argument("--data-root", default=None)
-    p.add_argument("--num-nodes", type=int, default=20_000)
+    p.add_argument("--num-nodes", type=int, default=Workload.num_nodes)
     p.add_argument("--avg-degree", type=float, default=None)
-    p.add_argument("--arch", default="sage")
-    p.add_argument("--hidden", type=int, default=None, help="default 128 (scaling: 64)")
+    p.add_argument("--arch", default=Workload.arch)
+    p.add_argument("--hidden", type=int, default=None,
+                   help=f"default {Workload.hidden} (scaling: 64)")
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--lowrank-rank", type=int, default=16)
     p.add_argument("--epochs", type=int, default=2)
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     work = Workload(args.dataset, args.data_root, args.num_nodes, args.avg_degree, args.arch,
-                    args.hidden or 128, args.layers, args.lowrank_rank, args.epochs,
+                    args.hidden or Workload.hidden, args.layers, args.lowrank_rank, args.epochs,
                     args.batch_size)
     if args.smoke:
         configs = SMOKE_CONFIGS

@@ -18,6 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from gnnzero.config import LOADER_SPECIFIC
+from gnnzero.data.options import DataConfig
+from gnnzero.models.options import ModelConfig
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("0", "1", "2", "3", "3+offload")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -41,16 +45,19 @@ class BenchConfig:
         return name + ("_ckpt" if self.checkpointing else "")
 
 
+_DATA, _MODEL = DataConfig(), ModelConfig()
+
+
 @dataclass
 class Workload:
     """What every configuration trains on: dataset, size, model width, epochs."""
 
-    dataset: str = "synthetic"
+    dataset: str = _DATA.dataset          # train.py's defaults unless a benchmark needs others
     data_root: Optional[str] = None
-    num_nodes: int = 20_000
-    avg_degree: Optional[float] = None
-    arch: str = "sage"
-    hidden: int = 128
+    num_nodes: int = _DATA.num_nodes
+    avg_degree: Optional[float] = None    # none: train.py's default
+    arch: str = _MODEL.arch
+    hidden: int = _MODEL.hidden
     layers: int = 3
     lowrank_rank: int = 16
     epochs: int = 2
@@ -86,9 +93,11 @@ def train_flags(config: BenchConfig, work: Workload, output_dir: Path, cache_dir
              "--offload", "optimizer+params" if config.stage == "3+offload" else "none",
              "--dataset", work.dataset, "--num-nodes", str(work.num_nodes),
              "--model", work.arch, "--hidden", str(work.hidden), "--layers", str(work.layers),
-             "--loader", config.loader, "--batch-size", str(work.batch_size),
+             "--loader", config.loader,
              "--epochs", str(work.epochs), "--eval-every", str(work.epochs),
              "--output-dir", str(output_dir), "--cache-dir", str(cache_dir), "--no-checkpoint"]
+    if config.loader in LOADER_SPECIFIC["batch_size"]:
+        flags += ["--batch-size", str(work.batch_size)]
     if work.data_root:
         flags += ["--data-root", work.data_root]
     if work.avg_degree is not None:

@@ -1,184 +1,171 @@
-"""One config tree (data, model, train, engine) built from command-line flags."""
+"""One config tree: the sections own their defaults, help and checks; the CLI is generated.
+
+Each section lives beside the component it configures (``data/options.py``,
+``models/options.py``, ``engine/options.py``, ``engine/ds_config.py``) as a
+``kw_only`` dataclass whose ``__post_init__`` refuses a bad value with one line
+naming the flag.  :class:`RunConfig` adds the checks that span sections, so a
+bad value anywhere is refused before any data is loaded.  A run directory keeps
+the resolved tree as ``config.json``; :meth:`RunConfig.from_dict` rebuilds it.
+"""
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
 
-from .data.loaders import LOADER_KINDS, LoaderOptions
+from .data.options import DataConfig, LoaderOptions
 from .engine.ds_config import EngineOverrides
-from .models.builders import ARCHS
+from .engine.options import CheckpointConfig, EvalConfig, TrainConfig
+from .errors import GnnZeroError
+from .models.options import ModelConfig
+from .utils.settings import (SettingError, add_arguments, catalogue_rows, field_named, flag_of,
+                             refuse, section_from_args)
+
+# Section name -> its dataclass, in the order of ``--help`` and the README catalogue.
+SECTIONS: dict[str, type] = {
+    "data": DataConfig, "model": ModelConfig, "loader": LoaderOptions, "train": TrainConfig,
+    "eval": EvalConfig, "checkpoint": CheckpointConfig, "engine": EngineOverrides,
+}
+SECTION_TITLES = {"data": "data", "model": "model", "loader": "mini-batches",
+                  "train": "training loop", "eval": "evaluation", "checkpoint": "checkpoints",
+                  "engine": "engine overrides (merged into --ds_config)"}
+# Loader flags that only one kind of loader reads: given with another loader they would be
+# ignored, so they are refused instead.
+LOADER_SPECIFIC = {
+    "num_parts": ("cluster",), "clusters_per_batch": ("cluster",),
+    "batch_size": ("saint-rw", "saint-node", "saint-edge", "neighbor"),
+    "walk_length": ("saint-rw",), "saint_steps": ("saint-rw", "saint-node", "saint-edge"),
+    "sample_coverage": ("saint-rw", "saint-node", "saint-edge"), "num_neighbors": ("neighbor",),
+}
+REMOVED_FLAGS = {
+    "--micro-batch": "one micro-batch is one graph mini-batch: size it with --batch-size or "
+                     "--clusters-per-batch and combine batches with --grad-accum",
+}
+CONFIG_FILE = "config.json"
+DEFAULT_FAN_OUT = 10  # neighbours sampled per layer when --num-neighbors is not given
 
 
-@dataclass
-class DataConfig:
-    dataset: str = "synthetic"
-    data_root: Optional[str] = None
-    num_nodes: int = 20_000
-    feature_store: str = "auto"
-    cache_dir: str = ".cache/gnnzero"
-    avg_degree: Optional[float] = None       # synthetic only; None = SyntheticSpec default
-    words_per_node: Optional[float] = None   # synthetic only; None = SyntheticSpec default
-    pca_components: int = 0                  # project features onto this many PCs (0 = off)
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "sage"
-    hidden: int = 128
-    layers: int = 2
-    rank: Optional[int] = None
-    share_weights: bool = False
-    dropout: float = 0.5
-    norm: Optional[str] = None
-    jk: Optional[str] = None
-    heads: int = 1
-    activation_checkpointing: bool = False
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    seed: int = 0
-    output_dir: str = "runs/latest"
-    eval_every: int = 1
-    checkpoint_every: int = 0          # optimizer steps between checkpoints; 0 = each epoch end
-    keep_checkpoints: int = 2
-    resume: bool = False
-    max_steps: int = 0                 # stop after this many optimizer steps (0 = no limit)
-    no_checkpoint: bool = False
-    monitor_every: int = 0             # optimizer steps between gradient/activation records
-    sampled_eval_nodes: int = 0        # per-epoch validation on this many random nodes (0 = all)
-    patience: int = 0                  # stop after this many epochs without a better val acc
-
-
-@dataclass
+@dataclass(kw_only=True)
 class RunConfig:
+    """Everything one training run needs; every field checked on construction."""
+
     ds_config: str
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loader: LoaderOptions = field(default_factory=LoaderOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     engine: EngineOverrides = field(default_factory=EngineOverrides)
     local_rank: int = -1
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        self.loader.cache_dir = self.data.cache_dir  # one cache folder, set once
+        if self.loader.num_neighbors is None:
+            self.loader.num_neighbors = [DEFAULT_FAN_OUT] * self.model.layers
+        fan_out = self.loader.num_neighbors
+        if self.loader.kind == "neighbor" and len(fan_out) != self.model.layers:
+            raise refuse(field_named(LoaderOptions, "num_neighbors"), fan_out,
+                         f"has {len(fan_out)} entries but --layers is {self.model.layers}; "
+                         f"give one fan-out per layer")
+        patience = self.train.patience
+        if 0 < patience < self.eval.eval_every:
+            raise refuse(field_named(TrainConfig, "patience"), patience,
+                         f"must be 0 (off) or >= --eval-every ({self.eval.eval_every})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> "RunConfig":
+        """The config a run directory recorded (``config.json`` or ``metrics.json``'s)."""
+        sections = {}
+        for name, section_type in SECTIONS.items():
+            values = dict(tree.get(name) or {})
+            known = {f.name for f in dataclasses.fields(section_type)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise GnnZeroError(f"recorded config section '{name}' has unknown settings "
+                                   f"{', '.join(unknown)}; the run was made by another gnnzero "
+                                   f"version: retrain it with this one")
+            sections[name] = section_type(**values)
+        return cls(ds_config=tree.get("ds_config", ""), local_rank=-1, **sections)
+
+    def save(self, run_dir: str) -> str:
+        from .utils.atomic import atomic_json_dump
+
+        path = os.path.join(run_dir, CONFIG_FILE)
+        atomic_json_dump(self.as_dict(), path)
+        return path
+
+
+def read_run_config(run_dir: str) -> RunConfig:
+    """The resolved config of a finished run (``config.json``, else ``metrics.json``'s)."""
+    for name, key in ((CONFIG_FILE, None), ("metrics.json", "config")):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                tree = json.load(handle)
+            return RunConfig.from_dict(tree[key] if key else tree)
+    raise GnnZeroError(f"{run_dir} has no {CONFIG_FILE} or metrics.json; it is not a gnnzero "
+                       f"run directory (train with --output-dir {run_dir} first)")
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's default prints usage + message
+        for flag, why in REMOVED_FLAGS.items():
+            if flag in message:
+                message = f"{flag} is not a gnnzero flag: {why}"
         self.exit(2, f"error: {message}; see `python launch/train.py --help`\n")
 
 
-def _optional_int(text: str) -> Optional[int]:
-    return None if text.lower() in ("none", "0", "") else int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineErrorParser(
+    """The ``launch/train.py`` parser, generated from the sections' fields."""
+    parser = _OneLineErrorParser(
         description="Train a GNN with DeepSpeed ZeRO on partitioned graph mini-batches. "
                     "Launch with `deepspeed launch/train.py --ds_config ds_configs/zero2.json`.")
-    p.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", required=True,
-                   help="DeepSpeed JSON config (ds_configs/zero{0,1,2,3}*.json)")
-    p.add_argument("--local_rank", type=int, default=-1, help="set by the deepspeed launcher")
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="synthetic",
-                   help="synthetic | cora | citeseer | pubmed | ogbn-<name> | path/to/graph.{pt,npz}")
-    d.add_argument("--data-root", default=None, help="folder with local dataset files")
-    d.add_argument("--num-nodes", type=int, default=20_000, help="size of the synthetic graph")
-    d.add_argument("--feature-store", default="auto", choices=["auto", "dense", "sparse", "mmap"])
-    d.add_argument("--cache-dir", default=".cache/gnnzero",
-                   help="METIS partitions / GraphSAINT norms / mmap features are cached here")
-    d.add_argument("--avg-degree", type=float, default=None,
-                   help="synthetic graph: mean node degree (default 12)")
-    d.add_argument("--words-per-node", type=float, default=None,
-                   help="synthetic graph: mean non-zero features per node (default 8)")
-    d.add_argument("--pca-components", type=int, default=0,
-                   help="replace the node features by their top K principal components "
-                        "(fitted on <= 100k sampled rows, applied in chunks; 0 = off)")
-    m = p.add_argument_group("model")
-    m.add_argument("--model", default="sage", choices=ARCHS)
-    m.add_argument("--hidden", type=int, default=128)
-    m.add_argument("--layers", type=int, default=2)
-    m.add_argument("--rank", type=_optional_int, default=None, help="low-rank factor rank (none = dense)")
-    m.add_argument("--share-weights", action="store_true", help="share hidden-to-hidden conv weights")
-    m.add_argument("--dropout", type=float, default=0.5)
-    m.add_argument("--norm", default=None, choices=["batch", "layer", "graph"])
-    m.add_argument("--jk", default=None, choices=["last", "cat", "max"])
-    m.add_argument("--heads", type=int, default=1, help="attention heads (gat)")
-    m.add_argument("--activation-checkpointing", action="store_true",
-                   help="recompute each GNN layer in backward to save activation memory")
-    l = p.add_argument_group("mini-batches")
-    l.add_argument("--loader", default="cluster", choices=LOADER_KINDS)
-    l.add_argument("--num-parts", type=int, default=0, help="METIS parts (0 = ~500 nodes each)")
-    l.add_argument("--clusters-per-batch", type=int, default=4)
-    l.add_argument("--batch-size", type=int, default=2000,
-                   help="GraphSAINT budget / random-walk roots, or neighbor seeds per batch")
-    l.add_argument("--walk-length", type=int, default=2)
-    l.add_argument("--saint-steps", type=int, default=0)
-    l.add_argument("--sample-coverage", type=int, default=20)
-    l.add_argument("--num-neighbors", type=lambda s: [int(v) for v in s.split(",")],
-                   default=[10, 10], help="comma-separated fan-out per layer")
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--output-dir", default="runs/latest")
-    t.add_argument("--eval-every", type=int, default=1, help="epochs between validation passes")
-    t.add_argument("--checkpoint-every", type=int, default=0,
-                   help="optimizer steps between checkpoints (0 = at each epoch end)")
-    t.add_argument("--keep-checkpoints", type=int, default=2)
-    t.add_argument("--no-checkpoint", action="store_true", help="do not write checkpoints")
-    t.add_argument("--resume", action="store_true", help="resume from OUTPUT_DIR/checkpoints")
-    t.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps")
-    t.add_argument("--monitor-every", type=int, default=0,
-                   help="every N optimizer steps write per-layer gradient norms and activation "
-                        "stats to OUTPUT_DIR/monitor/*.csv (0 = off)")
-    t.add_argument("--sampled-eval-nodes", type=int, default=0,
-                   help="per-epoch validation on N random validation nodes with a 95%% "
-                        "interval (0 = every node); the final evaluation is always exact")
-    t.add_argument("--patience", type=int, default=0,
-                   help="early stopping: end training once N epochs pass without a better "
-                        "validation accuracy (0 = run every epoch); metrics' best_val gives the "
-                        "test accuracy at the best epoch")
-    e = p.add_argument_group("engine overrides (on top of --ds_config)")
-    e.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=None)
-    e.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
-    e.add_argument("--grad-accum", type=int, default=None,
-                   help="graph mini-batches per optimizer step")
-    e.add_argument("--micro-batch", type=int, default=None)
-    e.add_argument("--grad-clip", type=float, default=None)
-    e.add_argument("--offload", choices=["none", "optimizer", "optimizer+params"], default=None)
-    e.add_argument("--lr", type=float, default=None)
-    e.add_argument("--weight-decay", type=float, default=None)
-    return p
+    parser.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", required=True,
+                        help="DeepSpeed JSON config (ds_configs/zero{0,1,2,3}*.json)")
+    parser.add_argument("--local_rank", type=int, default=-1, help="set by the deepspeed launcher")
+    for name, section_type in SECTIONS.items():
+        add_arguments(parser.add_argument_group(SECTION_TITLES[name]), section_type, f"{name}.")
+    return parser
+
+
+def _refuse_inapplicable_loader_flags(namespace: argparse.Namespace) -> None:
+    kind = getattr(namespace, "loader.kind", LoaderOptions().kind)
+    for name, kinds in LOADER_SPECIFIC.items():
+        if hasattr(namespace, f"loader.{name}") and kind not in kinds:
+            flag = flag_of(field_named(LoaderOptions, name))
+            raise SettingError(f"{flag} applies to --loader {' / '.join(kinds)} only, not "
+                               f"--loader {kind}; drop it")
 
 
 def parse_config(argv: Optional[Sequence[str]] = None) -> RunConfig:
-    """Parse ``argv`` into a :class:`RunConfig`."""
-    parser = build_parser()
-    a = parser.parse_args(argv)
-    if a.pca_components < 0:
-        parser.error(f"--pca-components must be >= 0 (0 = off), got {a.pca_components}")
-    if a.eval_every < 1:
-        parser.error(f"--eval-every must be >= 1, got {a.eval_every}")
-    if a.patience < 0 or 0 < a.patience < a.eval_every:
-        parser.error(f"--patience must be 0 (off) or >= --eval-every ({a.eval_every}), "
-                     f"got {a.patience}")
-    return RunConfig(
-        ds_config=a.ds_config,
-        local_rank=a.local_rank,
-        data=DataConfig(a.dataset, a.data_root, a.num_nodes, a.feature_store, a.cache_dir,
-                        a.avg_degree, a.words_per_node, a.pca_components),
-        model=ModelConfig(a.model, a.hidden, a.layers, a.rank, a.share_weights, a.dropout, a.norm,
-                          a.jk, a.heads, a.activation_checkpointing),
-        loader=LoaderOptions(a.loader, a.num_parts, a.clusters_per_batch, a.batch_size,
-                             a.walk_length, a.saint_steps, a.sample_coverage, a.num_neighbors,
-                             a.cache_dir),
-        train=TrainConfig(a.epochs, a.seed, a.output_dir, a.eval_every, a.checkpoint_every,
-                          a.keep_checkpoints, a.resume, a.max_steps, a.no_checkpoint,
-                          monitor_every=a.monitor_every, sampled_eval_nodes=a.sampled_eval_nodes,
-                          patience=a.patience),
-        engine=EngineOverrides(a.zero_stage, a.precision, a.micro_batch, a.grad_accum,
-                               a.grad_clip, a.offload, a.lr, a.weight_decay),
-    )
+    """Parse ``argv`` into a checked :class:`RunConfig` (a bad value raises ``SettingError``)."""
+    namespace = build_parser().parse_args(argv)
+    _refuse_inapplicable_loader_flags(namespace)
+    sections = {name: section_from_args(section_type, namespace, f"{name}.")
+                for name, section_type in SECTIONS.items()}
+    return RunConfig(ds_config=namespace.ds_config, local_rank=namespace.local_rank, **sections)
+
+
+def flag_catalogue() -> list[dict[str, str]]:
+    """Every command-line flag with its default and allowed values (the README's table)."""
+    rows = [{"section": "engine", "flag": "--ds_config", "default": "(required)",
+             "allowed": "a JSON file", "meaning": "DeepSpeed config"}]
+    for name, section_type in SECTIONS.items():
+        rows += catalogue_rows(section_type, name)
+    return rows
+
+
+def catalogue_markdown() -> str:
+    """The README's flag catalogue, generated from the sections (kept in sync by a test)."""
+    from .observe.report import markdown_table
+
+    rows = [{**r, "flag": f"`{r['flag']}`", "default": f"`{r['default']}`"}
+            for r in flag_catalogue()]
+    return markdown_table(rows, ["flag", "default", "allowed", "meaning"])

@@ -3,7 +3,7 @@
     python -m gnnzero.inspect RUN_DIR --curves --embeddings --subgraph 12 --explain 12
 
 ``RUN_DIR`` is a training ``--output-dir`` (``metrics.json`` + ``checkpoints/``).
-The model is rebuilt from ``metrics.json``'s config and loaded with the
+The dataset and model are rebuilt from the run's recorded ``config.json`` and loaded with the
 consolidated fp32 weights of the latest checkpoint (any ZeRO stage); predictions
 and embeddings come from exact layer-wise inference over mini-batches.  Pictures
 go to ``RUN_DIR/inspect/`` (or ``--out``).
@@ -11,7 +11,7 @@ go to ``RUN_DIR/inspect/`` (or ``--out``).
 from __future__ import annotations
 
 import argparse
-import inspect as _pyinspect
+import dataclasses
 import json
 import os
 import sys
@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from .config import RunConfig, read_run_config
 from .errors import GnnZeroError, exit_on_user_error
 
 
@@ -83,38 +84,29 @@ def check_nodes(nodes: Sequence[int], num_nodes: int, flag: str) -> None:
                                f"nodes (ids 0..{num_nodes - 1})")
 
 
-def _call_with(func, **available):
-    """Call ``func`` with the keyword arguments it accepts (config keys grow over time)."""
-    accepted = _pyinspect.signature(func).parameters
-    return func(**{k: v for k, v in available.items() if k in accepted})
+def load_run_dataset(config: RunConfig, data_root: Optional[str] = None):
+    """The run's dataset, rebuilt from its recorded config (PCA and all)."""
+    from .builder import build_dataset
+
+    if data_root:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                      data_root=data_root))
+    return build_dataset(config)
 
 
-def load_run_dataset(config: dict, data_root: Optional[str] = None):
-    from .data import load_dataset
-
-    data, train = config["data"], config.get("train", {})
-    extra = {k: v for k, v in data.items() if k not in ("dataset", "data_root", "feature_store")}
-    return _call_with(load_dataset, name=data["dataset"], data_root=data_root or data["data_root"],
-                      seed=train.get("seed", 0), feature_format=data.get("feature_store", "auto"),
-                      **extra)
-
-
-def load_run_model(config: dict, dataset, ckpt_dir: str) -> torch.nn.Module:
+def load_run_model(config: RunConfig, dataset, ckpt_dir: str) -> torch.nn.Module:
     """The plain ``BasicGNN`` of the run with the checkpoint's consolidated fp32 weights."""
+    from .builder import build_model
     from .engine.checkpoint import export_fp32_state_dict
-    from .models import build_model
 
-    m = config["model"]
-    model = _call_with(build_model, arch=m["arch"], in_channels=dataset.num_features,
-                       hidden_channels=m["hidden"], out_channels=dataset.num_classes,
-                       num_layers=m["layers"], share_weights=m.get("share_weights", False),
-                       rank=m.get("rank"), dropout=m.get("dropout", 0.0), norm=m.get("norm"),
-                       jk=m.get("jk"), heads=m.get("heads", 1),
-                       activation_checkpointing=m.get("activation_checkpointing", False))
+    # The exported weights are keyed for the plain model (see plain_state_dict): inference
+    # recomputes nothing, so the model is rebuilt without activation checkpointing.
+    plain = dataclasses.replace(config.model, activation_checkpointing=False)
+    model = build_model(dataclasses.replace(config, model=plain), dataset)
     state = export_fp32_state_dict(ckpt_dir)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise GnnZeroError(f"checkpoint {ckpt_dir} does not fit the model in metrics.json "
+        raise GnnZeroError(f"checkpoint {ckpt_dir} does not fit the model in the run's config "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was the run "
                            f"directory reused for a different model?")
     return model.eval()
@@ -273,7 +265,7 @@ def inspect_run(args: argparse.Namespace) -> list[str]:
     if wants_model:
         from .engine.evaluation import layerwise_inference
 
-        config = metrics["config"]
+        config = read_run_config(run_dir)
         dataset = load_run_dataset(config, args.data_root)
         for flag, nodes in (("--subgraph", args.subgraph or []), ("--explain", args.explain or [])):
             check_nodes(nodes, dataset.num_nodes, flag)
@@ -281,7 +273,7 @@ def inspect_run(args: argparse.Namespace) -> list[str]:
         result = layerwise_inference(model, dataset, torch.device("cpu"),
                                      batch_size=args.batch_size, return_hidden=True, show=True)
         pred = result.logits.argmax(-1)
-        title = f"{dataset.name} {config['model']['arch']}"
+        title = f"{dataset.name} {config.model.arch}"
         if args.embeddings:
             written.append(do_embeddings(result.hidden, dataset, pred, out, args.method,
                                          args.max_points, args.seed, title))

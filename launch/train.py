@@ -16,7 +16,7 @@ from gnnzero.errors import exit_on_user_error  # noqa: E402
 @exit_on_user_error
 def main(argv=None) -> None:
     cfg = parse_config(argv)
-    from gnnzero.engine.trainer import run  # deepspeed is imported only after the flags parse
+    from gnnzero.run import run  # deepspeed is imported only after the flags parse
 
     run(cfg)
 

@@ -1,20 +1,16 @@
-"""Shared fixtures: local Planetoid copies, a small synthetic graph, and a DeepSpeed launcher helper."""
+"""Shared fixtures: local Planetoid copies, small synthetic graphs, launch/train.py's main().
+
+Plain helpers (REPO, run_deepspeed, run_train, read_metrics, ...) are in tests/helpers.py.
+"""
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# GNNZERO_PLANETOID_ROOT points the tests at the raw files from a clone elsewhere.
-SHARED_DATA = Path(os.environ.get("GNNZERO_PLANETOID_ROOT",
-                                  REPO.parent / "shared" / "data" / "planetoid"))
-sys.path.insert(0, str(REPO))
+from tests.helpers import REPO, SHARED_DATA, train_entry
 
 
 @pytest.fixture(scope="session")
@@ -38,30 +34,22 @@ def small_synthetic():
     return load_dataset("synthetic", num_nodes=3000, seed=0)
 
 
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
+@pytest.fixture(scope="module")
+def graph():
+    """A 1,200-node synthetic graph (seed 3), built once per test module."""
+    from gnnzero.data import load_dataset
+
+    return load_dataset("synthetic", num_nodes=1200, seed=3)
 
 
-def run_deepspeed(script: str, args: list[str], num_procs: int = 1, timeout: int = 600,
-                  cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run ``deepspeed --num_gpus N script args`` (CPU/gloo) and return the finished process."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    cmd = [_bin("deepspeed"), "--num_gpus", str(num_procs),
-           "--master_port", str(29500 + (os.getpid() % 400)), script, *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+@pytest.fixture
+def run_main(capsys, monkeypatch):
+    """Call launch/train.py's main() in-process (same error handling, no interpreter start-up)."""
+    monkeypatch.chdir(REPO)
 
-
-def run_train(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python launch/train.py args`` in a subprocess (one process, no launcher)."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run([sys.executable, str(REPO / "launch" / "train.py"), *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def read_metrics(output_dir: Path) -> dict:
-    with open(output_dir / "metrics.json", encoding="utf-8") as handle:
-        return json.load(handle)
+    def call(args: list[str]):
+        with pytest.raises(SystemExit) as exc:
+            train_entry().main(args)
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=exc.value.code, stdout=captured.out, stderr=captured.err)
+    return call

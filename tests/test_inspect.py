@@ -13,8 +13,10 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, read_metrics, run_deepspeed
+from tests.helpers import REPO, read_metrics, run_deepspeed
 
+# Every test here reads the 2-rank DeepSpeed run that the zero3_run fixture launches.
+pytestmark = pytest.mark.e2e
 NODES = 1500
 
 
@@ -113,3 +115,47 @@ def test_inspect_bad_input_is_one_line(zero3_run, tmp_path, capsys):
     assert "has no checkpoint" in err
     err = _error_line([str(tmp_path / "missing"), "--curves"], capsys)
     assert "does not exist" in err
+
+
+# ------------------------------------------------------------- every kind of run reopens
+
+KIND_FLAGS = {
+    "pca-cluster": ["--pca-components", "12", "--loader", "cluster", "--num-parts", "6"],
+    "ckpt-shared-lowrank-saint": ["--activation-checkpointing", "--share-weights", "--rank", "4",
+                                  "--layers", "4", "--loader", "saint-rw", "--batch-size",
+                                  "100", "--saint-steps", "2"],
+    "neighbor-gat": ["--loader", "neighbor", "--batch-size", "200", "--model", "gat",
+                     "--heads", "2"],
+    "full-gcn": ["--loader", "full", "--model", "gcn"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_FLAGS))
+def test_inspect_reopens_every_kind_of_run(kind, tmp_path):
+    """Train one epoch of each kind, then inspect: the rebuilt model's predictions reproduce
+    the run's own final (layer-wise, exact) test accuracy, and the pictures are written."""
+    from gnnzero.inspect import main
+    from tests.helpers import run_train
+
+    out = tmp_path / kind
+    proc = run_train(["--ds_config", "ds_configs/zero1.json", "--num-nodes", "600",
+                      "--hidden", "16", "--epochs", "1", "--output-dir", str(out),
+                      "--cache-dir", str(tmp_path / "cache"), *KIND_FLAGS[kind]], timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_metrics(out)
+    assert metrics["evaluation"]["test"]["method"] == "layerwise"
+    assert main([str(out), "--embeddings", "--subgraph", "5", "--max-points", "50"]) == 0
+    assert (out / "inspect" / "embeddings.png").stat().st_size > 0
+    assert (out / "inspect" / "subgraph_5.png").stat().st_size > 0
+
+    from gnnzero.config import read_run_config
+    from gnnzero.engine.evaluation import layerwise_inference
+    from gnnzero.inspect import checkpoint_dir, load_run_dataset, load_run_model
+
+    config = read_run_config(str(out))
+    dataset = load_run_dataset(config)
+    model = load_run_model(config, dataset, checkpoint_dir(str(out)))
+    pred = layerwise_inference(model, dataset, torch.device("cpu")).logits.argmax(-1)
+    mask = dataset.masks["test_mask"]
+    accuracy = float((pred[mask] == dataset.y[mask]).float().mean())
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)

@@ -29,7 +29,7 @@ import torch
 from torch_geometric.data import Data
 
 from ..errors import GnnZeroError
-from .feature_store import FEATURE_STORES, _MatrixFeatureStore
+from .feature_store import FEATURE_STORES, MatrixFeatureStore
 from .synthetic import SyntheticSpec, make_synthetic_graph
 from .validate import validate_graph
 
@@ -46,7 +46,7 @@ class GraphDataset:
     num_nodes: int
     y: torch.Tensor
     masks: dict[str, torch.Tensor]
-    features: _MatrixFeatureStore
+    features: MatrixFeatureStore
     num_classes: int
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -84,7 +84,7 @@ class GraphDataset:
         return out
 
 
-def _make_store(x, feature_format: str, cache_dir: Optional[str], name: str) -> _MatrixFeatureStore:
+def _make_store(x, feature_format: str, cache_dir: Optional[str], name: str) -> MatrixFeatureStore:
     if feature_format == "auto":
         density = x.nnz / max(1, x.shape[0] * x.shape[1]) if sp.issparse(x) else 1.0
         feature_format = "sparse" if density < 0.1 else "dense"
@@ -267,7 +267,7 @@ def load_dataset(name: str, data_root: Optional[str] = None, num_nodes: int = 20
         spec_kwargs = {k: v for k, v in (("avg_degree", avg_degree),
                                          ("words_per_node", words_per_node)) if v is not None}
         if spec_kwargs.get("avg_degree", 1.0) <= 0 or spec_kwargs.get("words_per_node", 1.0) < 1:
-            raise GnnZeroError(f"--avg-degree must be > 0 and --words-per-node >= 1, got "
+            raise GnnZeroError(f"avg_degree must be > 0 and words_per_node >= 1, got "
                                f"{avg_degree} and {words_per_node}")
         return load_synthetic(num_nodes, seed=seed, feature_format=feature_format,
                               cache_dir=cache_dir, **spec_kwargs)

@@ -36,7 +36,7 @@ def _as_numpy_index(index: Any) -> Any:
     return np.asarray(index)
 
 
-class _MatrixFeatureStore(FeatureStore):
+class MatrixFeatureStore(FeatureStore):
     """Shared bookkeeping; subclasses say how a matrix is stored and gathered."""
 
     def __init__(self) -> None:
@@ -90,7 +90,7 @@ class _MatrixFeatureStore(FeatureStore):
         return sum(self._backend_nbytes(b) for b in self._store.values())
 
 
-class DenseFeatureStore(_MatrixFeatureStore):
+class DenseFeatureStore(MatrixFeatureStore):
     """Dense float tensors in RAM."""
 
     def _to_backend(self, key: Key, tensor: Any) -> torch.Tensor:
@@ -107,7 +107,7 @@ class DenseFeatureStore(_MatrixFeatureStore):
         return backend.numel() * backend.element_size()
 
 
-class SparseFeatureStore(_MatrixFeatureStore):
+class SparseFeatureStore(MatrixFeatureStore):
     """CSR matrices; rows are densified only when gathered for a batch."""
 
     def _to_backend(self, key: Key, tensor: Any) -> sp.csr_matrix:
@@ -128,7 +128,7 @@ class SparseFeatureStore(_MatrixFeatureStore):
         return backend.data.nbytes + backend.indices.nbytes + backend.indptr.nbytes
 
 
-class MmapFeatureStore(_MatrixFeatureStore):
+class MmapFeatureStore(MatrixFeatureStore):
     """Float32 ``.npy`` files under ``directory``, memory-mapped read-only."""
 
     def __init__(self, directory: str, chunk_rows: int = 65_536) -> None:

@@ -10,8 +10,7 @@ masks, plus ``loss_mask`` (nodes whose loss counts), and for GraphSAINT
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -20,29 +19,9 @@ from torch_geometric.data import Data
 from ..errors import GnnZeroError
 from ..utils.atomic import atomic_torch_save
 from .datasets import GraphDataset
+from .options import LOADER_KINDS, LoaderOptions
 from .sharding import shard_batches
 from .validate import validate_num_parts
-
-LOADER_KINDS = ("cluster", "saint-rw", "saint-node", "saint-edge", "neighbor", "full")
-
-
-@dataclass
-class LoaderOptions:
-    """How training mini-batches are formed (see ``launch/train.py --help``)."""
-
-    kind: str = "cluster"
-    num_parts: int = 0              # Cluster-GCN parts; 0 = about 500 nodes a part
-    clusters_per_batch: int = 4
-    batch_size: int = 2000          # SAINT node/edge budget or random-walk roots; neighbor seeds
-    walk_length: int = 2
-    saint_steps: int = 0            # SAINT steps per rank and epoch; 0 = cover the graph once
-    sample_coverage: int = 20
-    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
-    cache_dir: Optional[str] = None
-
-    def resolved_num_parts(self, num_nodes: int) -> int:
-        return self.num_parts or max(2, num_nodes // 500)
-
 
 def with_node_fields(batch: Data, dataset: GraphDataset) -> Data:
     """Attach features, labels and masks of ``batch.n_id`` from the dataset's stores."""

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import GnnZeroError
-from .feature_store import DenseFeatureStore, MmapFeatureStore, _MatrixFeatureStore
+from .feature_store import DenseFeatureStore, MmapFeatureStore, MatrixFeatureStore
 
 if TYPE_CHECKING:
     from .datasets import GraphDataset
@@ -83,7 +83,7 @@ class _StoreRows:
     """``x.shape`` / ``x[rows]`` over a feature store, so ChunkedPCA reads it in row blocks
     without materialising the whole matrix (mmap features may exceed RAM)."""
 
-    def __init__(self, store: _MatrixFeatureStore) -> None:
+    def __init__(self, store: MatrixFeatureStore) -> None:
         self.store, self.shape = store, tuple(store.shape("x"))
 
     def __getitem__(self, rows: Any) -> Tensor:
@@ -106,7 +106,7 @@ def reduce_features(dataset: "GraphDataset", num_components: int,
     source = _StoreRows(dataset.features)
     pca = ChunkedPCA(num_components, seed=seed).fit(source)
     if isinstance(dataset.features, MmapFeatureStore):
-        store: _MatrixFeatureStore = MmapFeatureStore(
+        store: MatrixFeatureStore = MmapFeatureStore(
             os.path.join(dataset.features.directory, f"pca{num_components}"))
         store.put_chunks(pca.transform_chunks(source), dataset.num_nodes, num_components)
     else:

@@ -169,8 +169,8 @@ def check_compatible(checkpoint_dir: str, tag: str, meta: dict[str, Any]) -> Non
     diffs = meta_differences(saved, meta)
     if diffs:
         raise GnnZeroError(f"checkpoint {os.path.join(checkpoint_dir, tag)} does not match this "
-                           f"run: {'; '.join(diffs)}; resume with the same model and world size "
-                           f"or use a new --output-dir")
+                           f"run: {'; '.join(diffs)}; resume with the settings it was trained "
+                           f"with or use a new --output-dir")
 
 
 def load(engine, checkpoint_dir: str, meta: dict[str, Any]) -> Optional[dict[str, Any]]:

@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import GnnZeroError
+from .ds_schema import check_ds_config, check_train_batch_size  # noqa: F401  (re-exported)
+from ..utils.settings import check_settings, setting
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+OFFLOAD_MODES = ("none", "optimizer", "optimizer+params")
 
 # Top-level keys DeepSpeed's config reader knows (deepspeed/runtime/config.py and
 # constants.py, v0.16-0.19); anything else is almost always a typo.
@@ -65,18 +70,27 @@ ZERO_KEYS = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EngineOverrides:
-    """Command-line overrides applied on top of the ds_config file (None = keep the file's)."""
+    """Command-line overrides merged into the ds_config file (none = keep the file's value)."""
 
-    zero_stage: Optional[int] = None
-    precision: Optional[str] = None          # fp32 | bf16 | fp16
-    micro_batch: Optional[int] = None
-    grad_accum: Optional[int] = None
-    grad_clip: Optional[float] = None
-    offload: Optional[str] = None            # none | optimizer | optimizer+params
-    lr: Optional[float] = None
-    weight_decay: Optional[float] = None
+    zero_stage: Optional[int] = setting(None, "ZeRO stage", choices=(0, 1, 2, 3),
+                                        none_means="the file's")
+    precision: Optional[str] = setting(None, "compute precision (fp16 needs a CUDA GPU)",
+                                       choices=PRECISIONS, none_means="the file's")
+    grad_accum: Optional[int] = setting(None, "graph mini-batches per optimizer step", low=1,
+                                        none_means="the file's")
+    grad_clip: Optional[float] = setting(None, "gradient-norm clipping (0 = off)", low=0,
+                                         none_means="the file's")
+    offload: Optional[str] = setting(None, "ZeRO CPU offload", choices=OFFLOAD_MODES,
+                                     none_means="the file's")
+    lr: Optional[float] = setting(None, "learning rate (0 freezes the weights)", low=0,
+                                  none_means="the file's")
+    weight_decay: Optional[float] = setting(None, "optimizer weight decay", low=0,
+                                            none_means="the file's")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 def _suggest(key: str, known: set[str]) -> str:
@@ -100,6 +114,7 @@ def load_ds_config(path: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise GnnZeroError(f"--ds_config {path} must hold a JSON object, got {type(config).__name__}")
     check_keys(config, path)
+    check_ds_config(config, path)  # shapes, types and ranges of every key gnnzero reads
     return config
 
 
@@ -152,8 +167,6 @@ def apply_overrides(config: dict[str, Any], overrides: EngineOverrides) -> dict[
         config["bf16"] = {**config.get("bf16", {}), "enabled": overrides.precision == "bf16"}
         if overrides.precision == "fp16":
             config["fp16"].setdefault("loss_scale", 0)  # dynamic loss scaling
-    if overrides.micro_batch is not None:
-        config["train_micro_batch_size_per_gpu"] = overrides.micro_batch
     if overrides.grad_accum is not None:
         config["gradient_accumulation_steps"] = overrides.grad_accum
     if overrides.grad_clip is not None:
@@ -170,7 +183,6 @@ def apply_overrides(config: dict[str, Any], overrides: EngineOverrides) -> dict[
         params["lr"] = overrides.lr
     if overrides.weight_decay is not None:
         params["weight_decay"] = overrides.weight_decay
-    config.pop("train_batch_size", None)  # derived by DeepSpeed from micro * accum * world
     return config
 
 

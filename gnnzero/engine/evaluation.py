@@ -1,17 +1,22 @@
 """Node-classification evaluation: sampled (with a confidence interval) and exact layer-wise.
 
-* :func:`sampled_evaluate` -- a random subset of one split's nodes, each predicted
+* :func:`evaluate_sampled` -- a random subset of one split's nodes, each predicted
   from its full k-hop neighbourhood (PyG ``NeighborLoader`` with fan-out -1), so
   every sampled prediction equals the exact one and the only error is which
   nodes were drawn; reported with a Wilson interval.  Cheap enough for every epoch.
-* :func:`exact_evaluate` -- every node, by layer-wise inference over mini-batches
+* :func:`evaluate_layerwise` -- every node, by layer-wise inference over mini-batches
   (PyG's ``BasicGNN.inference`` pattern): layer ``l`` is computed for all nodes,
   a batch of target nodes at a time from their 1-hop neighbourhood, before layer
   ``l + 1`` starts.  No device ever holds the whole graph; intermediate
   embeddings live on the host.  Ranks split the target nodes and run the same
   number of batches, so ZeRO-3's parameter gathers stay in step.
-* :func:`evaluate` -- the older per-epoch evaluation (whole graph or METIS
-  clusters), kept for models whose normalisation is not node-local.
+* :func:`evaluate_full_graph` -- one forward over the whole graph on every rank
+  (exact, for graphs that fit), and :func:`evaluate_clusters` -- forwards over
+  METIS clusters, 16 a batch (approximate: edges between batches are dropped);
+  also used for models whose normalisation is not node-local.
+
+The caller passes the method (:data:`EVAL_METHODS`); :func:`evaluate` dispatches
+and stamps each split's metrics with the method that produced them.
 
 Metrics (accuracy, micro/macro F1, per-class accuracy) come from a confusion
 matrix summed over ranks; scikit-learn cannot take a distributed confusion
@@ -35,13 +40,14 @@ from ..data.loaders import with_node_fields
 from ..data.sharding import shard_batches
 from ..errors import GnnZeroError
 from ..models import forward_batch
-from ..utils.dist import rank_world
+from ..utils.dist import all_gather_tensor, all_reduce_tensor, rank_world
 from .batches import prepare_batch
 
 # Above this many nodes, evaluation runs over METIS clusters instead of the whole graph.
 FULL_GRAPH_EVAL_MAX_NODES = 500_000
 SPLITS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
 LAYERWISE_BATCH = 4096
+EVAL_METHODS = ("full-graph", "clusters", "layerwise", "sampled")
 # The last dataset's whole-graph batch.  Keyed by a weak reference, not id(): a freed
 # dataset's id is reused by the next one (e.g. runs in one process), which served the
 # previous run's features.
@@ -175,16 +181,13 @@ def _equal_batches(nodes: Tensor, num_batches: int, filler: int) -> list[tuple[l
     return [(p.tolist(), len(p)) if len(p) else ([filler], 0) for p in pieces]
 
 
-def _gather_rows(local: Tensor, counts: list[int]) -> Tensor:
+def _gather_rows(local: Tensor, counts: list[int], device: torch.device) -> Tensor:
     """All ranks' row blocks (rank order), each padded to the largest for ``all_gather``."""
-    _, world = rank_world()
-    if world == 1:
+    if rank_world()[1] == 1:
         return local
-    pad = max(counts)
-    padded = torch.zeros(pad, *local.shape[1:], dtype=local.dtype)
+    padded = torch.zeros(max(counts), *local.shape[1:], dtype=local.dtype)
     padded[:local.size(0)] = local
-    out = [torch.empty_like(padded) for _ in range(world)]
-    torch.distributed.all_gather(out, padded)
+    out = all_gather_tensor(padded, device)
     return torch.cat([o[:c] for o, c in zip(out, counts)])
 
 
@@ -259,7 +262,7 @@ def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
             local = torch.cat(rows)
             layer_outputs.append(local)
             if layer < gnn.num_layers - 1:
-                x_all = _gather_rows(local, counts)
+                x_all = _gather_rows(local, counts, device)
         bar.close()
     logits = layer_outputs[-1]
     if gnn.jk_mode is not None:  # jumping knowledge + classifier, batch by batch
@@ -281,7 +284,7 @@ def _split_metrics(conf: Tensor) -> dict[str, dict]:
 
 
 @torch.no_grad()
-def exact_evaluate(model, dataset: GraphDataset, device: torch.device,
+def evaluate_layerwise(model, dataset: GraphDataset, device: torch.device,
                    dtype: torch.dtype = torch.float32, batch_size: int = LAYERWISE_BATCH,
                    show: bool = False) -> dict[str, dict]:
     """Exact metrics per split over every node, by :func:`layerwise_inference`; same on all ranks."""
@@ -291,16 +294,13 @@ def exact_evaluate(model, dataset: GraphDataset, device: torch.device,
     c = dataset.num_classes
     conf = torch.stack([confusion_matrix(y[m], pred[m], c) for m in
                         (dataset.masks[name][out.node_ids] for name in SPLITS.values())])
-    _, world = rank_world()
-    if world > 1:
-        torch.distributed.all_reduce(conf)
-    return _split_metrics(conf)
+    return _split_metrics(all_reduce_tensor(conf, device))
 
 
 # ------------------------------------------------------------------ sampled evaluation
 
 @torch.no_grad()
-def sampled_evaluate(engine, dataset: GraphDataset, num_nodes: int, device: torch.device,
+def evaluate_sampled(engine, dataset: GraphDataset, num_nodes: int, device: torch.device,
                      dtype: torch.dtype = torch.float32, split: str = "val", seed: int = 0,
                      epoch: int = 0, batch_size: int = 512, confidence: float = 0.95) -> dict:
     """Accuracy on ``num_nodes`` random nodes of ``split`` with a Wilson interval.
@@ -332,8 +332,7 @@ def sampled_evaluate(engine, dataset: GraphDataset, num_nodes: int, device: torc
             pred = forward_batch(engine, sub)[:keep].argmax(dim=-1).cpu()
             correct[0] += float((pred == sub.y[:keep].cpu()).sum())
             correct[1] += keep
-    if world > 1:
-        torch.distributed.all_reduce(correct)
+    correct = all_reduce_tensor(correct, device)
     engine.train(was_training)
     hits, total = int(correct[0]), int(correct[1])
     low, high = wilson_interval(hits, total, confidence)
@@ -352,19 +351,16 @@ def _full_graph(dataset: GraphDataset):
     return _full_graph_cache["graph"]
 
 
-def eval_batches(dataset: GraphDataset, train_loader, rank: int, world: int) -> Iterator:
-    """Batches with a ``count_mask`` so every node is counted on exactly one rank.
+def _full_graph_batches(dataset: GraphDataset, rank: int, world: int) -> Iterator:
+    """The whole graph on every rank; node ``v`` counted on rank ``v % world``."""
+    batch = _full_graph(dataset).clone()
+    batch.count_mask = batch.n_id % world == rank
+    yield batch
 
-    Small graphs: the whole graph on every rank (exact), node ``v`` counted on
-    rank ``v % world``.  Large graphs trained with Cluster-GCN: this rank's share
-    of all clusters, 16 a batch (inter-cluster edges inside a batch are kept).
-    """
-    cluster_data = getattr(train_loader, "cluster_data", None)
-    if dataset.num_nodes <= FULL_GRAPH_EVAL_MAX_NODES or cluster_data is None:
-        batch = _full_graph(dataset).clone()
-        batch.count_mask = batch.n_id % world == rank
-        yield batch
-        return
+
+def _cluster_batches(dataset: GraphDataset, cluster_data, rank: int, world: int) -> Iterator:
+    """This rank's share of all METIS clusters, 16 a batch (inter-cluster edges inside a
+    batch are kept, those between batches dropped); every node counted once."""
     from torch_geometric.loader import ClusterLoader
 
     groups = shard_batches(len(cluster_data), world, rank, 16, epoch=0, seed=0, shuffle=False)
@@ -375,42 +371,78 @@ def eval_batches(dataset: GraphDataset, train_loader, rank: int, world: int) -> 
 
 
 @torch.no_grad()
-def evaluate(engine, dataset: GraphDataset, train_loader, device: torch.device,
-             dtype: torch.dtype) -> dict[str, dict]:
-    """Metrics per split over the whole graph (or clusters), identical on every rank."""
-    rank, world = rank_world()
-    engine.eval()
+def _evaluate_batches(model, dataset: GraphDataset, batches: Iterator, device: torch.device,
+                      dtype: torch.dtype) -> dict[str, dict]:
+    """Metrics per split from forwards over ``batches`` (each with a ``count_mask``)."""
+    model.eval()
     c = dataset.num_classes
     conf = torch.zeros(len(SPLITS), c, c, dtype=torch.int64)
-    for batch in eval_batches(dataset, train_loader, rank, world):
+    for batch in batches:
         batch = prepare_batch(batch, device, dtype)
-        pred = forward_batch(engine, batch).argmax(dim=-1).cpu()
+        pred = forward_batch(model, batch).argmax(dim=-1).cpu()
         y, count = batch.y.cpu(), batch.count_mask.cpu()
         for i, mask_name in enumerate(SPLITS.values()):
             mask = batch[mask_name].cpu() & count
             conf[i] += confusion_matrix(y[mask], pred[mask], c)
-    if world > 1:
-        conf = conf.to(device)
-        torch.distributed.all_reduce(conf)
-        conf = conf.cpu()
-    engine.train()
-    return _split_metrics(conf)
+    model.train()
+    return _split_metrics(all_reduce_tensor(conf, device))
 
 
-def final_evaluate(engine, dataset: GraphDataset, train_loader, device: torch.device,
-                   dtype: torch.dtype, show: bool = False) -> dict[str, dict]:
-    """Exact layer-wise metrics when the model allows it, else :func:`evaluate`; says which."""
+def evaluate_full_graph(model, dataset: GraphDataset, device: torch.device,
+                        dtype: torch.dtype = torch.float32) -> dict[str, dict]:
+    """Exact metrics per split from one whole-graph forward per rank; same on all ranks."""
+    rank, world = rank_world()
+    return _evaluate_batches(model, dataset, _full_graph_batches(dataset, rank, world), device,
+                             dtype)
+
+
+def evaluate_clusters(model, dataset: GraphDataset, cluster_data, device: torch.device,
+                      dtype: torch.dtype = torch.float32) -> dict[str, dict]:
+    """Metrics per split over METIS clusters (``cluster_data``); same on all ranks."""
+    rank, world = rank_world()
+    return _evaluate_batches(model, dataset, _cluster_batches(dataset, cluster_data, rank, world),
+                             device, dtype)
+
+
+def auto_eval_method(num_nodes: int, cluster_data, sampled_nodes: int = 0) -> str:
+    """Per-epoch validation when none is asked for: sampled with a node budget, else the
+    whole graph, or METIS clusters for a graph above FULL_GRAPH_EVAL_MAX_NODES when the
+    training batches come with clusters."""
+    if sampled_nodes:
+        return "sampled"
+    if num_nodes > FULL_GRAPH_EVAL_MAX_NODES and cluster_data is not None:
+        return "clusters"
+    return "full-graph"
+
+
+def final_eval_method(model, num_nodes: int, cluster_data) -> tuple[str, Optional[str]]:
+    """The final evaluation's method: exact layer-wise when the model allows it, else
+    :func:`auto_eval_method`; with the reason layer-wise was not possible."""
     import torch_geometric.typing as pyg_typing
 
-    reason = layerwise_unsupported_reason(engine)
+    reason = layerwise_unsupported_reason(model)
     if not (pyg_typing.WITH_TORCH_SPARSE or pyg_typing.WITH_PYG_LIB):
         reason = "NeighborLoader needs torch-sparse or pyg-lib"
-    if reason is None:
-        result = exact_evaluate(engine, dataset, device, dtype, show=show)
-        method = "layerwise"
+    return ("layerwise", None) if reason is None else \
+        (auto_eval_method(num_nodes, cluster_data), reason)
+
+
+def evaluate(method: str, model, dataset: GraphDataset, device: torch.device,
+             dtype: torch.dtype = torch.float32, *, cluster_data=None, show: bool = False
+             ) -> dict[str, dict]:
+    """Metrics per split by ``method`` (full-graph, clusters or layerwise), each labelled."""
+    if method == "layerwise":
+        result = evaluate_layerwise(model, dataset, device, dtype, show=show)
+    elif method == "full-graph":
+        result = evaluate_full_graph(model, dataset, device, dtype)
+    elif method == "clusters":
+        if cluster_data is None:
+            raise GnnZeroError("--eval-method clusters needs METIS clusters: train with "
+                               "--loader cluster or choose another --eval-method")
+        result = evaluate_clusters(model, dataset, cluster_data, device, dtype)
     else:
-        result = evaluate(engine, dataset, train_loader, device, dtype)
-        method = "full-graph" if dataset.num_nodes <= FULL_GRAPH_EVAL_MAX_NODES else "clusters"
+        raise GnnZeroError(f"evaluation method '{method}' is unknown; choose one of "
+                           f"{', '.join(EVAL_METHODS)}")
     for split in result.values():
         split["method"] = method
     return result

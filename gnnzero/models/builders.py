@@ -22,10 +22,8 @@ from torch_geometric.nn import MLP
 from .convs import GATConvFp32, GCNConvFp32, GINConvWeighted, PinSAGEConv, SAGEConvWeighted
 from .importance import pinsage_neighbourhood
 from .lowrank import replace_linears_with_low_rank, share_linear_weights
+from .options import ARCHS, JK_MODES, NORMS, hidden_layer_indices
 
-ARCHS = ("gcn", "sage", "gat", "gin", "pinsage")
-NORMS = (None, "batch", "layer", "graph")
-JK_MODES = (None, "last", "cat", "max")
 
 
 class GCNModel(GCN):
@@ -140,12 +138,6 @@ def plain_state_dict(state_dict: dict) -> dict:
             for key, value in state_dict.items()}
 
 
-def hidden_layer_indices(num_layers: int, jk: Optional[str]) -> list[int]:
-    """Indices of the hidden-to-hidden convolutions (the ones that can share weights)."""
-    last = num_layers if jk is not None else num_layers - 1
-    return list(range(1, last))
-
-
 def _validate(arch: str, in_channels: int, hidden_channels: int, out_channels: int,
               num_layers: int, rank: Optional[int], dropout: float, norm: Optional[str],
               jk: Optional[str], heads: int) -> None:
@@ -170,12 +162,6 @@ def _validate(arch: str, in_channels: int, hidden_channels: int, out_channels: i
     if arch == "gat" and hidden_channels % heads:
         raise ValueError(f"heads={heads} does not divide hidden_channels={hidden_channels}; "
                          f"allowed heads are divisors of {hidden_channels}")
-
-
-def validate_model_args(model_cfg) -> None:
-    """Check a ``ModelConfig``'s architecture arguments before any data is loaded."""
-    _validate(model_cfg.arch, 1, model_cfg.hidden, 1, model_cfg.layers, model_cfg.rank,
-              model_cfg.dropout, model_cfg.norm, model_cfg.jk, model_cfg.heads)
 
 
 def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels: int,

@@ -70,8 +70,9 @@ def print_summary(metrics: dict[str, Any]) -> None:
          f"{metrics['zero_stage']} / {metrics['precision']} / {metrics['offload']}"),
         ("world size", str(metrics["world_size"])),
         ("parameters", f"{metrics['num_parameters']:,}"),
-        ("model states per rank (ZeRO formula)",
-         format_bytes(memory["zero_formula_model_state_bytes"]["total"])),
+        *([("model states per rank (ZeRO formula)",
+            format_bytes(memory["zero_formula_model_state_bytes"]["total"]))]
+          if "zero_formula_model_state_bytes" in memory else []),
         *_measured_rows(memory["per_rank"]),
         ("device", metrics["environment"]["device"]),
     ]

@@ -22,6 +22,27 @@ def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> li
     return tensor.tolist()
 
 
+def all_reduce_tensor(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` summed over all ranks; the collective runs on ``device`` (the backend's:
+    NCCL needs CUDA tensors), the result comes back where ``tensor`` was."""
+    if rank_world()[1] == 1:
+        return tensor
+    moved = tensor.to(device)
+    torch.distributed.all_reduce(moved)
+    return moved.to(tensor.device)
+
+
+def all_gather_tensor(tensor: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's ``tensor`` (same shape on all ranks), in rank order, where ``tensor`` was."""
+    world = rank_world()[1]
+    if world == 1:
+        return [tensor]
+    moved = tensor.to(device)
+    out = [torch.empty_like(moved) for _ in range(world)]
+    torch.distributed.all_gather(out, moved)
+    return [o.to(tensor.device) for o in out]
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """``obj`` from every rank, in rank order."""
     world = rank_world()[1]

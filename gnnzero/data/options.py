@@ -1,0 +1,74 @@
+"""The data and mini-batch sections of the config tree: each setting once, with its range."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..utils.settings import check_settings, field_named, refuse, setting
+from .synthetic import SyntheticSpec
+
+LOADER_KINDS = ("cluster", "saint-rw", "saint-node", "saint-edge", "neighbor", "full")
+FEATURE_FORMATS = ("auto", "dense", "sparse", "mmap")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Which graph to train on and how its features are stored."""
+
+    dataset: str = setting("synthetic", "the graph to train on",
+                           allowed="synthetic, cora, citeseer, pubmed, ogbn-<name>, or a "
+                                   ".pt / .npz file")
+    data_root: Optional[str] = setting(None, "folder with local dataset files (nothing is "
+                                             "downloaded)", allowed="a folder",
+                                       none_means="synthetic or a file")
+    num_nodes: int = setting(SyntheticSpec.num_nodes, "size of the synthetic graph", low=10)
+    avg_degree: float = setting(SyntheticSpec.avg_degree, "synthetic graph: mean node degree",
+                                low=0, low_open=True)
+    words_per_node: float = setting(SyntheticSpec.words_per_node,
+                                    "synthetic graph: mean non-zero features per node", low=1)
+    feature_store: str = setting("auto", "feature storage: auto = sparse CSR when < 10 % dense",
+                                 choices=FEATURE_FORMATS)
+    cache_dir: str = setting(".cache/gnnzero", "METIS partitions, GraphSAINT norms and mmap "
+                                               "features are cached here", allowed="a folder")
+    pca_components: int = setting(0, "replace the node features by their top K principal "
+                                     "components (0 = off)", low=0)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def synthetic_options(self) -> dict:
+        """The generator settings that shape the synthetic graph (empty for other datasets)."""
+        if self.dataset.lower() != "synthetic":
+            return {}
+        return {"num_nodes": self.num_nodes, "avg_degree": self.avg_degree,
+                "words_per_node": self.words_per_node}
+
+
+@dataclass(kw_only=True)
+class LoaderOptions:
+    """How training mini-batches are formed."""
+
+    kind: str = setting("cluster", "training mini-batches", flag="--loader", choices=LOADER_KINDS)
+    num_parts: int = setting(0, "METIS parts for Cluster-GCN (0 = about 500 nodes a part)", low=0)
+    clusters_per_batch: int = setting(4, "METIS parts per Cluster-GCN batch", low=1)
+    batch_size: int = setting(2000, "GraphSAINT node/edge budget or random-walk roots, or "
+                                    "neighbour seeds per batch", low=1)
+    walk_length: int = setting(2, "GraphSAINT random-walk length", low=1)
+    saint_steps: int = setting(0, "GraphSAINT steps per rank and epoch (0 = cover the graph "
+                                  "once)", low=0)
+    sample_coverage: int = setting(20, "GraphSAINT samples per node for the normalisation "
+                                       "(0 = no normalisation)", low=0)
+    num_neighbors: Optional[list[int]] = setting(None, "comma-separated neighbour fan-out per "
+                                                       "layer (-1 = all), one entry per --layers",
+                                                 low=-1, none_means="10 per layer")
+    cache_dir: Optional[str] = setting(None, cli=False)  # = DataConfig.cache_dir in a run
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.num_neighbors and 0 in self.num_neighbors:
+            raise refuse(field_named(LoaderOptions, "num_neighbors"), self.num_neighbors,
+                         "a fan-out of 0 samples no neighbours; use a positive number or -1 "
+                         "(all)")
+
+    def resolved_num_parts(self, num_nodes: int) -> int:
+        return self.num_parts or max(2, num_nodes // 500)

@@ -1,0 +1,49 @@
+"""The run's ``metrics.json``, assembled in one place for the trainer and the baseline."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..engine.selection import best_validation_epoch
+from ..engine.state import RunState
+from .steps import StepStats
+
+
+def dataset_summary(dataset) -> dict[str, Any]:
+    return {"name": dataset.name, "num_nodes": dataset.num_nodes,
+            "num_edges": dataset.num_edges, "num_features": dataset.num_features,
+            "num_classes": dataset.num_classes,
+            "feature_store": type(dataset.features).__name__,
+            "feature_store_bytes": dataset.features.nbytes()}
+
+
+def assemble_metrics(*, engine_kind: str, final: dict, state: RunState, totals: StepStats,
+                     summed_counts: dict[str, float], train_seconds: float,
+                     load_seconds: float, per_rank: list[dict], formula: Optional[dict],
+                     zero_stage: Optional[int], precision: str, offload: str, world_size: int,
+                     num_parameters: int, optimizer_steps: int, skipped_steps: int,
+                     dataset, loader_kind: str, steps_per_epoch: int, config: dict,
+                     ds_config: Optional[dict], environment: dict,
+                     monitor: Optional[dict]) -> dict[str, Any]:
+    """Every figure of a finished run: accuracy, time, throughput, memory, curves, config."""
+    epochs_run = max(1, len(state.epoch_log))
+    memory = {"kind": per_rank[0]["kind"], "per_rank": per_rank}
+    if formula is not None:
+        memory["zero_formula_model_state_bytes"] = formula
+    return {
+        "engine": engine_kind,
+        "test_accuracy": final["test"]["accuracy"], "val_accuracy": final["val"]["accuracy"],
+        "train_accuracy": final["train"]["accuracy"], "evaluation": final,
+        "epoch_time_s": train_seconds / epochs_run, "train_seconds": train_seconds,
+        "load_seconds": load_seconds,
+        "throughput": totals.throughput(summed_counts, train_seconds),
+        "memory": memory, "zero_stage": zero_stage, "precision": precision, "offload": offload,
+        "world_size": world_size, "num_parameters": num_parameters,
+        "optimizer_steps": optimizer_steps, "skipped_steps": skipped_steps,
+        "loss_curve": state.loss_curve, "epochs": state.epoch_log,
+        "best_val": best_validation_epoch(state.epoch_log),
+        "early_stopped_epoch": state.early_stopped_epoch,
+        "dataset": dataset_summary(dataset),
+        "loader": {"kind": loader_kind, "steps_per_epoch": steps_per_epoch},
+        "config": config, "ds_config": ds_config, "environment": environment,
+        "monitor": monitor,
+    }

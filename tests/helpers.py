@@ -1,0 +1,76 @@
+"""Helpers the tests import as ``from tests.helpers import ...``: the repository root, the
+DeepSpeed / ``launch/train.py`` launchers, and the checks shared by several test modules.
+
+Fixtures live in ``tests/conftest.py``; this module holds plain functions only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+# GNNZERO_PLANETOID_ROOT points the tests at the raw files from a clone elsewhere.
+SHARED_DATA = Path(os.environ.get("GNNZERO_PLANETOID_ROOT",
+                                  REPO.parent / "shared" / "data" / "planetoid"))
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a process a test starts: this interpreter's bin/ first on PATH
+    (``deepspeed``, ``ninja``) and the repository root on PYTHONPATH, so a script under
+    tests/ that the launcher runs imports ``tests.…`` exactly as pytest does."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+def run_deepspeed(script: str, args: list[str], num_procs: int = 1, timeout: int = 600,
+                  cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``deepspeed --num_gpus N script args`` (CPU/gloo) and return the finished process."""
+    env = subprocess_env()
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [_bin("deepspeed"), "--num_gpus", str(num_procs),
+           "--master_port", str(29500 + (os.getpid() % 400)), script, *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_train(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python launch/train.py args`` in a subprocess (one process, no launcher)."""
+    return subprocess.run([sys.executable, str(REPO / "launch" / "train.py"), *args], cwd=REPO,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(output_dir: Path) -> dict:
+    with open(output_dir / "metrics.json", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@lru_cache(maxsize=None)
+def train_entry() -> ModuleType:
+    """``launch/train.py`` loaded as a module (its ``main()`` called in-process)."""
+    spec = importlib.util.spec_from_file_location("train_entry", REPO / "launch" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    """Exit code 2, no traceback, one ``error:`` line on stderr holding every needle."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
