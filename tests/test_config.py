@@ -88,7 +88,6 @@ def test_model_cross_checks():
     assert "--model gat only" in refused(["--model", "sage", "--heads", "4"])
     assert "must divide --hidden 10" in refused(["--model", "gat", "--heads", "4",
                                                  "--hidden", "10"])
-    assert "nothing is shared" in refused(["--share-weights", "--layers", "2"])
 
 
 def test_flags_of_another_loader_are_refused():

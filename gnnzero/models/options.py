@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..utils.settings import SettingError, check_settings, field_named, refuse, setting
+from ..utils.settings import check_settings, field_named, refuse, setting
 
 ARCHS = ("gcn", "sage", "gat", "gin", "pinsage")
 NORMS = (None, "batch", "layer", "graph")
@@ -44,8 +44,3 @@ class ModelConfig:
                                             f"--model {self.arch}; drop --heads")
         if self.arch == "gat" and self.hidden % self.heads:
             raise refuse(heads, self.heads, f"must divide --hidden {self.hidden}")
-        shared = hidden_layer_indices(self.layers, self.jk)
-        if self.share_weights and len(shared) < 2:
-            raise SettingError(f"--share-weights with --layers {self.layers} has "
-                               f"{len(shared)} hidden-to-hidden layer(s), so nothing is shared; "
-                               f"use --layers >= 4 (or >= 3 with --jk)")
