@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -74,3 +75,22 @@ def assert_one_line_error(proc, *needles: str) -> None:
     assert len(lines) == 1, proc.stderr[-2000:]
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+@contextmanager
+def world_of_one_process_group():
+    """An in-process world of one (``init_distributed``'s (rank, world, device)); the
+    rendezvous variables it sets are removed afterwards so later subprocesses
+    (``launch/train.py``, the launcher) do not inherit this process's MASTER_PORT."""
+    from gnnzero.engine.runtime import init_distributed
+
+    keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield init_distributed(-1)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

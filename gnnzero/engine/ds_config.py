@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import GnnZeroError
-from .ds_schema import check_ds_config, check_train_batch_size  # noqa: F401  (re-exported)
+from .ds_schema import check_ds_config
 from ..utils.settings import check_settings, setting
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import torch
 from tqdm import tqdm
 
+from ..errors import GnnZeroError
 from ..models import forward_batch
 from ..observe.memory import peak_memory
 from ..observe.steps import StepStats
@@ -68,8 +69,6 @@ class Trainer:
         client = ckpt.load(self.engine, self.checkpoint_dir, self.meta)
         if client is None:
             if mode == "on":
-                from ..errors import GnnZeroError
-
                 raise GnnZeroError(f"--resume: {self.checkpoint_dir} holds no complete "
                                    f"checkpoint; use --resume auto to start fresh when there "
                                    f"is none, or point --output-dir at the run to continue")

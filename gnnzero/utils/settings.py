@@ -27,7 +27,7 @@ def setting(default: Any = _MISSING, help: str = "", *, flag: Optional[str] = No
             choices: Optional[Sequence[Any]] = None, low: Optional[float] = None,
             high: Optional[float] = None, low_open: bool = False, high_open: bool = False,
             none_means: Optional[str] = None, const: Any = _MISSING, cli: bool = True,
-            parse: Optional[Callable[[str], Any]] = None, metavar: Optional[str] = None,
+            metavar: Optional[str] = None,
             aliases: Sequence[str] = (), allowed: Optional[str] = None) -> Any:
     """A dataclass field with its command-line metadata.
 
@@ -39,13 +39,11 @@ def setting(default: Any = _MISSING, help: str = "", *, flag: Optional[str] = No
     """
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
             "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-            "none_means": none_means, "const": const, "cli": cli, "parse": parse,
+            "none_means": none_means, "const": const, "cli": cli,
             "metavar": metavar, "aliases": tuple(aliases), "allowed": allowed}
     if isinstance(default, list):
         frozen = list(default)
         return dataclasses.field(default_factory=lambda: list(frozen), metadata=meta)
-    if callable(default) and not isinstance(default, type) and default is not _MISSING:
-        return dataclasses.field(default_factory=default, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -139,10 +137,7 @@ def field_named(section_type: type, name: str) -> dataclasses.Field:
 
 # ----------------------------------------------------------------- command line
 
-def _parser_for(kind: type, optional: bool, is_list: bool, m: dict) -> Callable[[str], Any]:
-    if m.get("parse"):
-        return m["parse"]
-
+def _parser_for(kind: type, optional: bool, is_list: bool) -> Callable[[str], Any]:
     def scalar(text: str) -> Any:
         if optional and text.lower() in ("none", ""):
             return None
@@ -178,7 +173,7 @@ def add_arguments(group: argparse._ActionsContainer, section_type: type, dest_pr
                                default=argparse.SUPPRESS)
             continue
         kwargs: dict[str, Any] = {"dest": dest, "help": help_text, "default": argparse.SUPPRESS,
-                                  "type": _parser_for(kind, optional, is_list, m),
+                                  "type": _parser_for(kind, optional, is_list),
                                   "metavar": m.get("metavar")}
         if m.get("const") is not _MISSING:
             kwargs.update(nargs="?", const=m["const"])

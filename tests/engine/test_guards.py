@@ -31,7 +31,7 @@ from gnnzero.engine import guards
 from gnnzero.engine.batches import node_loss, prepare_batch
 from gnnzero.engine.guards import check_finite_gradients
 from gnnzero.errors import GnnZeroError
-from tests.helpers import REPO, run_deepspeed
+from tests.helpers import REPO, run_deepspeed, world_of_one_process_group
 
 CHECKPOINT = "runs/x/checkpoints/step4"
 EPOCH = 3
@@ -166,21 +166,10 @@ def timed_guard(engine, device) -> tuple[float, dict]:
 
 @pytest.fixture(scope="module")
 def world_of_one():
-    """An in-process world of one; its rendezvous variables are removed afterwards so
-    later subprocesses do not inherit this process's MASTER_PORT."""
-    from gnnzero.engine.runtime import init_distributed
-
+    """An in-process world of one, for the whole module; yields its device."""
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    saved = {k: os.environ.get(k) for k in keys}
-    try:
-        yield init_distributed(-1)[2]
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with world_of_one_process_group() as (_, _, device):
+        yield device
 
 
 @pytest.mark.parametrize("case", list(CASES))

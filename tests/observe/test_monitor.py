@@ -16,7 +16,7 @@ from gnnzero.engine.batches import node_loss
 from gnnzero.models import build_model
 from gnnzero.observe.monitor import (GLOBAL_NORM_LAYER, TOTAL_LAYER, TrainingMonitor,
                                      activation_stats, layer_of)
-from tests.helpers import REPO
+from tests.helpers import REPO, world_of_one_process_group
 
 
 def _rows(path: Path) -> list[dict]:
@@ -52,22 +52,9 @@ def test_activation_stats_by_hand():
 
 @pytest.fixture
 def one_rank_process_group():
-    """An in-process world of one; the rendezvous variables it sets are removed afterwards so
-    later subprocesses (``launch/train.py``) do not inherit this process's MASTER_PORT."""
-    import os
-
-    from gnnzero.engine.runtime import init_distributed
-
-    keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    saved = {k: os.environ.get(k) for k in keys}
-    try:
-        yield init_distributed(-1)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """An in-process world of one (rank, world, device)."""
+    with world_of_one_process_group() as group:
+        yield group
 
 
 def test_gradient_norms_match_plain_pytorch_at_every_zero_stage(small_synthetic, tmp_path,
