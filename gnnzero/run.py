@@ -22,7 +22,8 @@ from .engine import checkpoint as ckpt
 from .engine.ds_config import (apply_overrides, finalize_for_device, load_ds_config, offload_of,
                                precision_of, zero_stage_of)
 from .engine.ds_schema import check_train_batch_size
-from .engine.evaluation import auto_eval_method, evaluate, final_eval_method
+from .engine.evaluation import (FULL_GRAPH_EVAL_MAX_NODES, auto_eval_method, evaluate,
+                                final_eval_method)
 from .engine.runtime import compute_dtype, device_type, parameter_fingerprint
 from .engine.state import RunState
 from .engine.trainer import Trainer
@@ -116,12 +117,11 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
     show = rank == 0
     torch.manual_seed(cfg.train.seed)
     t_load = time.perf_counter()
+    # Every rank builds its own view; what is written to disk (a prepared directory, METIS
+    # parts) is built by one process per node while the others wait on a file lock, which
+    # has no collective timeout.
     dataset = build_dataset(cfg)
-    if rank != 0:  # rank 0 partitions / computes norms and fills the cache; the others read it
-        barrier()
     loader = build_loader(cfg, dataset, rank, world)
-    if rank == 0:
-        barrier()
     load_seconds = time.perf_counter() - t_load
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg, dataset)
@@ -132,13 +132,14 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
     probe = MemoryProbe(engine.module, engine.optimizer, device, num_params, stage, world,
                         precision, "none" if plain else offload_of(ds_config))
     probe.record_host(dataset, loader)
-    cluster_data = getattr(loader, "cluster_data", None)
-    method = cfg.eval.eval_method
+    method, why = cfg.eval.eval_method, "asked for"
     if method == "auto":
-        method = auto_eval_method(dataset.num_nodes, cluster_data, cfg.eval.sampled_eval_nodes)
+        method, why = auto_eval_method(model, dataset.num_nodes, cfg.eval.sampled_eval_nodes)
     if show:
-        print(f"per-epoch validation: {method} (--eval-method {cfg.eval.eval_method}); the "
-              f"final evaluation covers every node", flush=True)
+        print(f"per-epoch validation: {method} ({why}; --eval-method {cfg.eval.eval_method}: "
+              f"the whole graph up to {FULL_GRAPH_EVAL_MAX_NODES} nodes, above that exact "
+              f"layer-wise, else METIS clusters); the final evaluation covers every node",
+              flush=True)
     trainer = Trainer(
         engine=engine, loader=loader, dataset=dataset, device=device,
         dtype=torch.float32 if plain else compute_dtype(engine), train=cfg.train,
@@ -167,12 +168,11 @@ def finalize(job: Job, totals, train_seconds: float) -> dict[str, Any]:
     """Exact final evaluation, per-rank memory, ``metrics.json`` and the summary table."""
     trainer, ds_config, device = job.trainer, job.ds_config, job.device
     engine = trainer.engine
-    cluster_data = getattr(job.loader, "cluster_data", None)
-    method, reason = final_eval_method(engine, job.dataset.num_nodes, cluster_data)
+    method, reason = final_eval_method(engine, job.dataset.num_nodes)
     if reason and job.rank == 0:
         print(f"final evaluation: {method} (layer-wise is not possible: {reason})", flush=True)
     final = evaluate(method, engine, job.dataset, device, trainer.dtype,
-                     cluster_data=cluster_data, show=job.rank == 0)
+                     **trainer.eval_places(), show=job.rank == 0)
     trainer.monitor.close()
     summed = dict(zip(totals.counts, all_reduce(list(totals.counts.values()), device)))
     per_rank = gather_objects({"rank": job.rank, **peak_memory(device), **trainer.probe.summary(),

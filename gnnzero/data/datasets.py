@@ -17,6 +17,7 @@ User file format (``--dataset PATH`` ending in ``.pt`` or ``.npz``):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -29,7 +30,9 @@ import torch
 from torch_geometric.data import Data
 
 from ..errors import GnnZeroError
+from .csr import Topology
 from .feature_store import FEATURE_STORES, MatrixFeatureStore
+from .prepared import FORMAT_VERSION, open_prepared, prepare, read_manifest, source_from_dataset
 from .synthetic import SyntheticSpec, make_synthetic_graph
 from .validate import validate_graph
 
@@ -39,11 +42,11 @@ MASK_NAMES = ("train_mask", "val_mask", "test_mask")
 
 @dataclass
 class GraphDataset:
-    """A node-classification graph whose features live in a feature store."""
+    """A node-classification graph: topology grouped by target node (possibly mapped from a
+    prepared directory), labels, masks, and features in a feature store."""
 
     name: str
-    edge_index: torch.Tensor
-    num_nodes: int
+    topology: Topology
     y: torch.Tensor
     masks: dict[str, torch.Tensor]
     features: MatrixFeatureStore
@@ -51,31 +54,38 @@ class GraphDataset:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def num_nodes(self) -> int:
+        return self.topology.num_nodes
+
+    @property
     def num_features(self) -> int:
         return int(self.features.shape("x")[1])
 
     @property
     def num_edges(self) -> int:
-        return int(self.edge_index.size(1))
+        return self.topology.num_edges
+
+    @property
+    def prepared_dir(self) -> Optional[str]:
+        return self.info.get("prepared_dir")
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """``[2, E]`` int64, built once from the topology: a private copy of the whole edge
+        list, for the small-graph paths (full-graph batches, PyG samplers, inspection)."""
+        cached = self.info.get("_edge_index")
+        if cached is None:
+            cached = self.info["_edge_index"] = self.topology.edge_index()
+        return cached
 
     def structure(self) -> Data:
-        """Structure-only ``Data`` (edges + global node ids) for partitioners and samplers."""
+        """Structure-only ``Data`` (edges + global node ids) for PyG's samplers."""
         return Data(edge_index=self.edge_index, num_nodes=self.num_nodes,
                     n_id=torch.arange(self.num_nodes))
 
     def fingerprint(self) -> str:
-        """Content hash of the structure: the cache key for partitions and norms.
-
-        Hashes the edge_index buffer in place (no ``tobytes()`` copy: 1.3 GB at
-        80M edges) and remembers the result.
-        """
-        cached = self.info.get("_fingerprint")
-        if cached is None:
-            digest = hashlib.blake2b(digest_size=8)
-            digest.update(np.int64(self.num_nodes).tobytes())
-            digest.update(np.ascontiguousarray(self.edge_index.numpy()))
-            cached = self.info["_fingerprint"] = digest.hexdigest()
-        return cached
+        """Content hash of the structure: the cache key for partitions and norms."""
+        return self.topology.fingerprint()
 
     def node_fields(self, n_id: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features, labels and masks of the nodes ``n_id`` (global ids)."""
@@ -91,12 +101,10 @@ def _make_store(x, feature_format: str, cache_dir: Optional[str], name: str) -> 
     if feature_format not in FEATURE_STORES:
         raise GnnZeroError(f"unknown --feature-store '{feature_format}'; choose one of "
                            f"auto, {', '.join(FEATURE_STORES)}")
-    if feature_format == "mmap":
-        directory = os.path.join(cache_dir or tempfile.mkdtemp(prefix="gnnzero-mmap-"),
-                                 f"{name}-features")
-        store = FEATURE_STORES["mmap"](directory)
-    else:
-        store = FEATURE_STORES[feature_format]()
+    if feature_format == "mmap":    # load_dataset maps a prepared directory instead
+        raise GnnZeroError("mmap features come from a prepared directory: use load_dataset "
+                           "(which prepares one in --cache-dir) or python -m gnnzero.prepare")
+    store = FEATURE_STORES[feature_format]()
     store.put_tensor(x, group_name=None, attr_name="x", index=None)
     return store
 
@@ -115,7 +123,8 @@ def _finish(name: str, edge_index, x, y, masks, num_classes: Optional[int], feat
         num_classes = int(y.max()) + 1 if y.numel() else 0
     validate_graph(edge_index, num_nodes, y, masks, x=x, num_classes=num_classes)
     store = _make_store(x, feature_format, cache_dir, name)
-    return GraphDataset(name, edge_index, num_nodes, y, masks, store, num_classes, info or {})
+    topology = Topology.from_edge_index(edge_index, num_nodes)
+    return GraphDataset(name, topology, y, masks, store, num_classes, info or {})
 
 
 def load_synthetic(num_nodes: int, seed: int = 0, feature_format: str = "auto",
@@ -233,6 +242,9 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
     key = name.lower()
     if key == "synthetic":
         return
+    if os.path.isdir(name):
+        read_manifest(name)     # a prepared directory: format and version checked here
+        return
     if key in PLANETOID_NAMES or key.startswith("ogbn-"):
         if not data_root:
             raise GnnZeroError(f"--dataset {name} needs --data-root pointing at local files "
@@ -249,30 +261,77 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
                                f"synthetic, cora, citeseer, pubmed, ogbn-*")
         return
     raise GnnZeroError(f"unknown --dataset '{name}'; choose synthetic, cora, citeseer, pubmed, "
-                       f"ogbn-<name>, or a path to a .pt/.npz file")
+                       f"ogbn-<name>, a prepared directory, or a path to a .pt/.npz file")
+
+
+# Synthetic graphs from this size on are prepared and mapped even with --feature-store auto.
+AUTO_PREPARE_NODES = 500_000
+
+
+def source_key(name: str, data_root: Optional[str], options: dict) -> dict:
+    """What identifies a dataset's content before loading it (the prepared-cache key)."""
+    key = {"dataset": name.lower(), "format_version": FORMAT_VERSION, **options}
+    if name.lower() in PLANETOID_NAMES or name.lower().startswith("ogbn-"):
+        key["data_root"] = os.path.abspath(data_root)
+    elif name.lower() != "synthetic":
+        stat = os.stat(name)
+        key.update(path=os.path.abspath(name), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return key
+
+
+def prepared_cache_path(cache_dir: str, name: str, key: dict) -> str:
+    digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=6).hexdigest()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(name))
+    return os.path.join(os.path.abspath(cache_dir), "prepared", f"{safe}-{digest}")
+
+
+SYNTHETIC_OPTIONS = ("avg_degree", "words_per_node", "num_classes", "num_features")
 
 
 def load_dataset(name: str, data_root: Optional[str] = None, num_nodes: int = 20_000,
                  seed: int = 0, feature_format: str = "auto",
-                 cache_dir: Optional[str] = None, avg_degree: Optional[float] = None,
-                 words_per_node: Optional[float] = None) -> GraphDataset:
-    """Load a dataset by name (``synthetic``, a Planetoid name, ``ogbn-*``) or file path.
+                 cache_dir: Optional[str] = None, **synthetic: Any) -> GraphDataset:
+    """Load a dataset by name (``synthetic``, a Planetoid name, ``ogbn-*``), file path or
+    prepared directory.
 
-    ``avg_degree`` / ``words_per_node`` size the synthetic graph (``None``: the
-    :class:`SyntheticSpec` defaults) and are ignored for other datasets.
+    ``synthetic`` shapes the synthetic graph (:data:`SYNTHETIC_OPTIONS`; ``None`` or
+    absent: the :class:`SyntheticSpec` defaults) and is ignored for other datasets.
+    A prepared directory is mapped read-only.  With ``feature_format="mmap"`` (or a
+    synthetic graph of :data:`AUTO_PREPARE_NODES` nodes or more) the dataset is first
+    prepared into ``cache_dir`` -- once per node: concurrent ranks wait for one copy --
+    and then mapped, so the ranks of a node share its pages.
     """
     check_dataset_source(name, data_root)
+    if os.path.isdir(name):
+        return open_prepared(name)
+    unknown = set(synthetic) - set(SYNTHETIC_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown synthetic options {sorted(unknown)}")
+    spec = {k: v for k, v in synthetic.items() if v is not None}
+    if feature_format == "mmap" or (feature_format == "auto" and name.lower() == "synthetic"
+                                    and num_nodes >= AUTO_PREPARE_NODES):
+        if not cache_dir:
+            raise GnnZeroError("--feature-store mmap prepares the graph into --cache-dir; give "
+                               "one (or prepare it yourself with python -m gnnzero.prepare)")
+        options = {"num_nodes": num_nodes, "seed": seed, **spec} \
+            if name.lower() == "synthetic" else {}
+        out = prepared_cache_path(cache_dir, name, source_key(name, data_root, options))
+        prepare(out, lambda: source_from_dataset(_load_in_memory(
+            name, data_root, num_nodes, seed, "auto", spec)))
+        return open_prepared(out)
+    return _load_in_memory(name, data_root, num_nodes, seed, feature_format, spec)
+
+
+def _load_in_memory(name: str, data_root: Optional[str], num_nodes: int, seed: int,
+                    feature_format: str, spec: dict) -> GraphDataset:
     key = name.lower()
     if key == "synthetic":
-        spec_kwargs = {k: v for k, v in (("avg_degree", avg_degree),
-                                         ("words_per_node", words_per_node)) if v is not None}
-        if spec_kwargs.get("avg_degree", 1.0) <= 0 or spec_kwargs.get("words_per_node", 1.0) < 1:
+        if spec.get("avg_degree", 1.0) <= 0 or spec.get("words_per_node", 1.0) < 1:
             raise GnnZeroError(f"avg_degree must be > 0 and words_per_node >= 1, got "
-                               f"{avg_degree} and {words_per_node}")
-        return load_synthetic(num_nodes, seed=seed, feature_format=feature_format,
-                              cache_dir=cache_dir, **spec_kwargs)
+                               f"{spec.get('avg_degree')} and {spec.get('words_per_node')}")
+        return load_synthetic(num_nodes, seed=seed, feature_format=feature_format, **spec)
     if key in PLANETOID_NAMES:
         return load_planetoid(key, data_root, feature_format)
     if key.startswith("ogbn-"):
         return load_ogb(key, data_root, feature_format)
-    return load_user_file(name, feature_format, cache_dir)  # check_dataset_source: a file
+    return load_user_file(name, feature_format)  # check_dataset_source: a file

@@ -59,19 +59,22 @@ class MatrixFeatureStore(FeatureStore):
         self._store[key] = self._to_backend(key, tensor)
         return True
 
-    def _get_tensor(self, attr: TensorAttr) -> Optional[torch.Tensor]:
-        backend = self._store.get(_key(attr))
-        if backend is None:
-            return None
+    def _backend(self, attr: TensorAttr) -> Any:
+        key = _key(attr)
+        if key not in self._store:   # as PyG's reference store (testing/feature_store.py)
+            raise KeyError(f"no tensor '{key[1]}' (group {key[0]}) in this feature store")
+        return self._store[key]
+
+    def _get_tensor(self, attr: TensorAttr) -> torch.Tensor:
+        backend = self._backend(attr)
         index = attr.index if attr.is_set("index") else None
         return self._gather(backend, _as_numpy_index(index))
 
     def _remove_tensor(self, attr: TensorAttr) -> bool:
         return self._store.pop(_key(attr), None) is not None
 
-    def _get_tensor_size(self, attr: TensorAttr) -> Optional[tuple[int, ...]]:
-        backend = self._store.get(_key(attr))
-        return None if backend is None else tuple(backend.shape)
+    def _get_tensor_size(self, attr: TensorAttr) -> tuple[int, ...]:
+        return tuple(self._backend(attr).shape)
 
     def get_all_tensor_attrs(self) -> list[TensorAttr]:
         return [TensorAttr(group_name=g, attr_name=a) for g, a in self._store]
@@ -128,14 +131,34 @@ class SparseFeatureStore(MatrixFeatureStore):
         return backend.data.nbytes + backend.indices.nbytes + backend.indptr.nbytes
 
 
+def as_float32(rows: np.ndarray, storage: str) -> torch.Tensor:
+    """Rows read from a file of ``storage`` dtype (``bfloat16`` is kept as raw uint16 bits,
+    which numpy lacks a type for) as a float32 tensor."""
+    if storage == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(rows).view(np.int16)).view(
+            torch.bfloat16).float()
+    return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+
+
 class MmapFeatureStore(MatrixFeatureStore):
-    """Float32 ``.npy`` files under ``directory``, memory-mapped read-only."""
+    """Dense ``.npy`` files under ``directory``, memory-mapped read-only.
+
+    Files of a prepared directory are mapped as they are (``map_file``), in float32,
+    float16 or bfloat16 storage; rows come out as float32.
+    """
 
     def __init__(self, directory: str, chunk_rows: int = 65_536) -> None:
         super().__init__()
         self.directory = directory
         self.chunk_rows = chunk_rows
-        os.makedirs(directory, exist_ok=True)
+        self.storage: dict[Key, str] = {}
+
+    def map_file(self, path: str, storage: str = "float32", attr_name: str = "x",
+                 group_name: Optional[str] = None) -> None:
+        """Serve ``attr_name`` from the existing ``.npy`` file ``path`` (never copied)."""
+        key = (group_name, attr_name)
+        self._store[key] = np.load(path, mmap_mode="r")
+        self.storage[key] = storage
 
     def _path(self, key: Key) -> str:
         group, name = key
@@ -151,6 +174,7 @@ class MmapFeatureStore(MatrixFeatureStore):
 
     def _write(self, key: Key, blocks: Iterable[Any], num_rows: int, num_cols: int) -> np.memmap:
         """Stream row blocks into ``<key>.npy``; only one block is ever in RAM."""
+        os.makedirs(self.directory, exist_ok=True)
         path = self._path(key)
         tmp = path + ".tmp"
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
@@ -185,17 +209,57 @@ class MmapFeatureStore(MatrixFeatureStore):
         key = (group_name, attr_name)
         self._store[key] = self._write(key, blocks, num_rows, num_cols)
 
-    def _gather(self, backend: np.memmap, index: Any) -> torch.Tensor:
+    def _get_tensor(self, attr: TensorAttr) -> torch.Tensor:
+        backend = self._backend(attr)
+        index = _as_numpy_index(attr.index if attr.is_set("index") else None)
         if not isinstance(index, slice):
             index = np.asarray(index, dtype=np.int64)
             order = np.argsort(index)             # sequential reads are faster
-            rows = np.empty((index.size, backend.shape[1]), np.float32)
+            rows = np.empty((index.size, backend.shape[1]), backend.dtype)
             rows[order] = backend[index[order]]
-            return torch.from_numpy(rows)
-        return torch.from_numpy(np.ascontiguousarray(backend[index]))
+        else:
+            rows = backend[index]
+        return as_float32(rows, self.storage.get(_key(attr), "float32"))
 
     def _backend_nbytes(self, backend: np.memmap) -> int:
-        return int(np.prod(backend.shape)) * 4
+        return int(backend.nbytes)
+
+
+class MappedCSRFeatureStore(MatrixFeatureStore):
+    """Sparse CSR features as three mapped ``.npy`` files (``data, indices, indptr``).
+
+    Written by hand rather than wrapping them in a scipy matrix: scipy casts int32
+    indices beside an int64 indptr to a common dtype, i.e. copies the whole file.
+    """
+
+    def map_files(self, indptr: str, indices: str, data: str, shape: tuple[int, int],
+                  storage: str = "float32", attr_name: str = "x") -> None:
+        arrays = [np.load(p, mmap_mode="r") for p in (indptr, indices, data)]
+        self._store[(None, attr_name)] = _MappedCSR(*arrays, tuple(shape), storage)
+
+    def _gather(self, backend: "_MappedCSR", index: Any) -> torch.Tensor:
+        from .csr import range_positions
+
+        rows = np.arange(backend.shape[0])[index] if isinstance(index, slice) else \
+            np.asarray(index, dtype=np.int64)
+        starts = np.asarray(backend.indptr[rows])
+        lengths = np.asarray(backend.indptr[rows + 1]) - starts
+        slots = range_positions(starts, lengths)
+        out = torch.zeros(rows.size, backend.shape[1])
+        values = as_float32(backend.data[slots], backend.storage)
+        cols = torch.from_numpy(np.asarray(backend.indices[slots], dtype=np.int64))
+        owner = torch.from_numpy(np.repeat(np.arange(rows.size), lengths))
+        out.index_put_((owner, cols), values, accumulate=True)
+        return out
+
+    def _backend_nbytes(self, backend: "_MappedCSR") -> int:
+        return int(backend.indptr.nbytes + backend.indices.nbytes + backend.data.nbytes)
+
+
+class _MappedCSR:
+    def __init__(self, indptr, indices, data, shape, storage) -> None:
+        self.indptr, self.indices, self.data = indptr, indices, data
+        self.shape, self.storage = shape, storage
 
 
 FEATURE_STORES = {"dense": DenseFeatureStore, "sparse": SparseFeatureStore,

@@ -10,6 +10,7 @@ masks, plus ``loss_mask`` (nodes whose loss counts), and for GraphSAINT
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Iterator
 
 import numpy as np
@@ -69,17 +70,20 @@ class FullBatchLoader(GraphLoader):
 
 
 class ClusterGCNLoader(GraphLoader):
-    """METIS clusters (pymetis, cached), several clusters a batch, clusters sharded by rank."""
+    """METIS clusters (pymetis, cached beside the graph), several clusters a batch, clusters
+    sharded by rank.  Each batch is sliced from the (mapped) CSR by partition: the subgraph
+    PyG's ``ClusterLoader`` yields, without ``ClusterData``'s permuted copy of the graph."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        from .partition import PyMetisClusterData
+        from .partition import load_partition, partitions_folder
 
-        num_parts = self.opts.resolved_num_parts(self.dataset.num_nodes)
-        self.cluster_data = PyMetisClusterData(
-            self.dataset.structure(), num_parts, cache_dir=self.opts.cache_dir,
-            fingerprint=self.dataset.fingerprint())
-        self.num_parts = num_parts
+        self.num_parts = self.opts.resolved_num_parts(self.dataset.num_nodes)
+        folder = partitions_folder(self.dataset, self.opts.cache_dir)
+        if folder is None:   # no cache: a folder of this loader's, deleted with it
+            self._scratch = tempfile.TemporaryDirectory(prefix="gnnzero-parts-")
+            folder = self._scratch.name
+        self.partition = load_partition(self.dataset.topology, self.num_parts, folder)
         self.steps_per_epoch = len(self._batches(0))
 
     def _batches(self, epoch: int) -> list[list[int]]:
@@ -88,14 +92,9 @@ class ClusterGCNLoader(GraphLoader):
         return [g.tolist() for g in groups]
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
-        from torch_geometric.loader import ClusterLoader
-
-        # Own generator: DataLoader would otherwise draw its base seed from the global RNG
-        # at every epoch start, shifting dropout masks after a mid-epoch --resume.
-        loader = ClusterLoader(self.cluster_data, batch_sampler=self._batches(epoch)[start:],
-                               generator=torch.Generator().manual_seed(self.seed + epoch))
-        for batch in loader:
-            batch = with_node_fields(batch, self.dataset)
+        for parts in self._batches(epoch)[start:]:
+            batch = with_node_fields(self.partition.batch(self.dataset.topology, parts),
+                                     self.dataset)
             batch.loss_mask = batch.train_mask
             yield batch
 

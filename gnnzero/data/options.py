@@ -24,6 +24,9 @@ class DataConfig:
     num_nodes: int = setting(SyntheticSpec.num_nodes, "size of the synthetic graph", low=10)
     avg_degree: float = setting(SyntheticSpec.avg_degree, "synthetic graph: mean node degree",
                                 low=0, low_open=True)
+    num_classes: int = setting(SyntheticSpec.num_classes, "synthetic graph: classes", low=2)
+    num_features: int = setting(SyntheticSpec.num_features, "synthetic graph: feature columns",
+                                low=8)
     words_per_node: float = setting(SyntheticSpec.words_per_node,
                                     "synthetic graph: mean non-zero features per node", low=1)
     feature_store: str = setting("auto", "feature storage: auto = sparse CSR when < 10 % dense",
@@ -41,7 +44,8 @@ class DataConfig:
         if self.dataset.lower() != "synthetic":
             return {}
         return {"num_nodes": self.num_nodes, "avg_degree": self.avg_degree,
-                "words_per_node": self.words_per_node}
+                "words_per_node": self.words_per_node, "num_classes": self.num_classes,
+                "num_features": self.num_features}
 
 
 @dataclass(kw_only=True)

@@ -1,36 +1,47 @@
-"""METIS partitioning for Cluster-GCN through ``pymetis``, cached on disk.
+"""METIS partitions for Cluster-GCN (through ``pymetis``), stored as arrays beside the graph.
 
-PyG's ``ClusterData`` asks for pyg-lib or a METIS-enabled torch-sparse; neither
-installs here (Debian's libmetis is 32-bit), so ``_metis`` is overridden to call
-the ``pymetis`` wheel.  The node -> part vector is cached under
-``cache_dir/<graph fingerprint>/metis_<num_parts>.pt`` (written atomically), so a
-second run with the same graph and ``num_parts`` skips METIS.
+PyG's ``ClusterData`` asks for pyg-lib or a METIS-enabled torch-sparse (neither
+installs here) and keeps a permuted private copy of the whole graph.  Instead a
+partition is four arrays written once per graph and part count, then mapped
+read-only by every rank:
+
+* ``part.npy``: node -> part;  ``nodes.npy``: the nodes ordered by part
+  (``offsets.npy`` delimits each part);  ``position.npy``: each node's place
+  inside its part.
+
+A Cluster-GCN batch is then sliced from the graph's CSR (:meth:`Partition.batch`):
+the batch's nodes in part order and the edges among them, which is the subgraph
+PyG's ``ClusterLoader`` builds.  The arrays live in ``<folder>/metis_<P>/`` with a
+``meta.json`` naming the graph fingerprint they were computed for; the folder is
+the prepared directory's ``parts/`` or ``<cache-dir>/<fingerprint>/``.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import Tensor
-from torch_geometric.loader import ClusterData
+from torch_geometric.data import Data
 
-from ..utils.atomic import atomic_torch_save
+from ..errors import GnnZeroError
+from ..utils.once import build_once
+from .csr import Topology, index_dtype, induced_subgraph
 from .validate import validate_num_parts
 
+PART_FILES = ("part", "nodes", "offsets", "position")
 
-def symmetric_csr(edge_index: Tensor, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, indices)`` int64 of the symmetrised graph without self-loops (METIS input).
 
-    scipy's ``A + A.T`` on int32-indexed CSR costs about a third of PyG's
-    ``to_undirected`` (which concatenates and sorts int64 ``[2, 2E]`` copies).
-    """
-    row, col = edge_index.numpy()
-    ones = np.ones(row.size, dtype=np.int8)
-    adj = sp.csr_matrix((ones, (row, col)), shape=(num_nodes, num_nodes))
+def symmetric_csr(topology: Topology) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)`` int64 of the symmetrised graph without self-loops (METIS input)."""
+    n = topology.num_nodes
+    ones = np.ones(topology.num_edges, dtype=np.int8)
+    adj = sp.csr_matrix((ones, np.asarray(topology.indices), np.asarray(topology.indptr)),
+                        shape=(n, n))
     del ones
     adj.data[:] = 1                       # duplicates summed: back to a pattern
     adj = (adj + adj.T.tocsr()).tocsr()
@@ -39,8 +50,7 @@ def symmetric_csr(edge_index: Tensor, num_nodes: int) -> tuple[np.ndarray, np.nd
     return adj.indptr.astype(np.int64), adj.indices.astype(np.int64)
 
 
-def metis_parts(edge_index: Tensor, num_nodes: int, num_parts: int,
-                niter: Optional[int] = None) -> Tensor:
+def metis_parts(topology: Topology, num_parts: int, niter: Optional[int] = None) -> np.ndarray:
     """Node -> part assignment from METIS (k-way) on the symmetrised graph.
 
     ``niter``: METIS refinement iterations per level (METIS default 10); 1 about
@@ -48,59 +58,111 @@ def metis_parts(edge_index: Tensor, num_nodes: int, num_parts: int,
     """
     import pymetis
 
-    validate_num_parts(num_parts, num_nodes)
+    validate_num_parts(num_parts, topology.num_nodes)
     if num_parts == 1:
-        return torch.zeros(num_nodes, dtype=torch.long)
-    indptr, indices = symmetric_csr(edge_index, num_nodes)
+        return np.zeros(topology.num_nodes, dtype=np.int32)
+    indptr, indices = symmetric_csr(topology)
     # pymetis' idx_t is 64-bit: int64 arrays are passed through without a copy.
     options = pymetis.Options(niter=niter) if niter else None
     result = pymetis.part_graph(num_parts, pymetis.CSRAdjacency(indptr, indices), options=options)
     del indptr, indices
-    return torch.as_tensor(np.asarray(result.vertex_part, dtype=np.int64))
+    return np.asarray(result.vertex_part, dtype=np.int32)
 
 
-class PyMetisClusterData(ClusterData):
-    """``ClusterData`` whose METIS call goes through pymetis and a disk cache.
+def write_partition(folder: str, part: np.ndarray, num_parts: int, fingerprint: str) -> None:
+    """The four partition arrays and ``meta.json`` of ``part`` into ``folder``."""
+    nodes = np.argsort(part, kind="stable").astype(index_dtype(part.size))
+    offsets = np.zeros(num_parts + 1, dtype=np.int64)
+    np.cumsum(np.bincount(part, minlength=num_parts), out=offsets[1:])
+    position = np.empty(part.size, dtype=index_dtype(part.size))
+    position[nodes] = np.arange(part.size) - np.repeat(offsets[:-1], np.diff(offsets))
+    for name, array in zip(PART_FILES, (part, nodes, offsets, position)):
+        np.save(os.path.join(folder, f"{name}.npy"), array)
+    with open(os.path.join(folder, "meta.json"), "w") as handle:
+        json.dump({"num_parts": num_parts, "fingerprint": fingerprint}, handle)
 
-    ``metis_from_cache`` tells whether this instance skipped METIS.  With
-    ``drop_edge_perm`` (default) the edge permutation PyG keeps for edge
-    attributes is freed when the graph has none (8 bytes per edge).
+
+@dataclass
+class Partition:
+    """A METIS partition of one graph, its arrays mapped read-only."""
+
+    num_parts: int
+    part: np.ndarray
+    nodes: np.ndarray
+    offsets: np.ndarray
+    position: np.ndarray
+    from_cache: bool = True
+
+    def __len__(self) -> int:
+        return self.num_parts
+
+    def nodes_of(self, parts) -> np.ndarray:
+        """Global ids of the nodes of ``parts``, part by part (int64)."""
+        return np.concatenate([np.asarray(self.nodes[self.offsets[p]:self.offsets[p + 1]],
+                                          dtype=np.int64) for p in parts])
+
+    def batch(self, topology: Topology, parts) -> Data:
+        """The subgraph induced by ``parts``: ``edge_index``, ``n_id`` (global ids), sizes."""
+        parts = np.asarray(parts, dtype=np.int64)
+        nodes = self.nodes_of(parts)
+        base = np.full(self.num_parts, -1, dtype=np.int64)
+        sizes = self.offsets[parts + 1] - self.offsets[parts]
+        base[parts] = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+
+        def local_of(sources: np.ndarray) -> np.ndarray:
+            start = base[np.asarray(self.part[sources], dtype=np.int64)]
+            return np.where(start >= 0, start + self.position[sources], -1)
+
+        edge_index = induced_subgraph(topology, nodes, local_of)
+        return Data(edge_index=edge_index, n_id=torch.from_numpy(nodes), num_nodes=nodes.size)
+
+
+def _open(folder: str, fingerprint: str, from_cache: bool) -> Partition:
+    meta_path = os.path.join(folder, "meta.json")
+    with open(meta_path) as handle:
+        meta = json.load(handle)
+    if meta.get("fingerprint") != fingerprint:
+        raise GnnZeroError(f"{meta_path} was computed for graph {meta.get('fingerprint')} but "
+                           f"this graph is {fingerprint}; delete {folder} to partition again")
+    arrays = {}
+    for name in PART_FILES:
+        path = os.path.join(folder, f"{name}.npy")
+        try:
+            arrays[name] = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise GnnZeroError(f"{path} is unreadable or truncated ({exc}); delete {folder} "
+                               f"to partition again") from exc
+    return Partition(int(meta["num_parts"]), from_cache=from_cache, **arrays)
+
+
+def partitions_folder(dataset, cache_dir: Optional[str]) -> Optional[str]:
+    """Where ``dataset``'s partitions live: its prepared directory's ``parts/`` (when it
+    has them or may write them), else ``<cache_dir>/<fingerprint>``; None without either."""
+    prepared = dataset.info.get("partitions_dir")
+    if prepared and (os.path.isdir(prepared) or os.access(os.path.dirname(prepared), os.W_OK)):
+        if os.path.isdir(prepared) and not os.access(prepared, os.W_OK) and cache_dir:
+            return os.path.join(cache_dir, dataset.fingerprint())  # read-only share
+        return prepared
+    return os.path.join(cache_dir, dataset.fingerprint()) if cache_dir else None
+
+
+def load_partition(topology: Topology, num_parts: int, folder: str,
+                   niter: Optional[int] = None) -> Partition:
+    """The ``num_parts`` METIS partition from ``folder``, computed there first if absent.
+
+    One process builds it (others on the same file system wait, without a
+    collective timeout); a killed build leaves nothing that looks complete.
     """
+    validate_num_parts(num_parts, topology.num_nodes)
+    target = os.path.join(folder, f"metis_{num_parts}")
+    if os.path.isdir(target) and not os.access(folder, os.W_OK):
+        return _open(target, topology.fingerprint(), from_cache=True)
+    fingerprint = topology.fingerprint()
 
-    def __init__(self, data, num_parts: int, cache_dir: Optional[str] = None,
-                 fingerprint: Optional[str] = None, drop_edge_perm: bool = True,
-                 **kwargs) -> None:
-        validate_num_parts(num_parts, int(data.num_nodes))
-        self._cache_path = None
-        if cache_dir and fingerprint:
-            self._cache_path = os.path.join(cache_dir, fingerprint, f"metis_{num_parts}.pt")
-        self.metis_from_cache = False
-        super().__init__(data, num_parts, log=False, **kwargs)
-        if drop_edge_perm and not any(data.is_edge_attr(k) for k in data.keys()
-                                      if k != "edge_index"):
-            self.partition.edge_perm = torch.empty(0, dtype=torch.long)
-
-    def _metis(self, edge_index: Tensor, num_nodes: int) -> Tensor:
-        path = self._cache_path
-        if path and os.path.exists(path):
-            cluster = torch.load(path)
-            if cluster.numel() == num_nodes:
-                self.metis_from_cache = True
-                return cluster
-        print(f"Computing METIS partitioning ({self.num_parts} parts, {num_nodes} nodes)...",
+    def build(tmp: str) -> None:
+        print(f"Computing METIS partitioning ({num_parts} parts, {topology.num_nodes} nodes)...",
               file=sys.stderr, flush=True)
-        cluster = metis_parts(edge_index, num_nodes, self.num_parts)
-        if path:
-            atomic_torch_save(cluster, path)
-        return cluster
+        write_partition(tmp, metis_parts(topology, num_parts, niter), num_parts, fingerprint)
 
-    def nbytes(self) -> dict[str, int]:
-        """Bytes of the permuted copy of the graph ``ClusterData`` holds, per tensor."""
-        part = self.partition
-        out = {name: int(t.numel() * t.element_size()) for name, t in
-               (("indptr", part.indptr), ("index", part.index), ("partptr", part.partptr),
-                ("node_perm", part.node_perm), ("edge_perm", part.edge_perm))}
-        out["node_attrs"] = sum(int(v.numel() * v.element_size()) for _, v in self.data.items()
-                                if isinstance(v, Tensor))
-        out["total"] = sum(out.values())
-        return out
+    built = build_once(target, build, f"METIS partitioning into {num_parts} parts")
+    return _open(target, fingerprint, from_cache=not built)

@@ -92,11 +92,33 @@ class _StoreRows:
         return self.store.rows(torch.as_tensor(rows, dtype=torch.long))
 
 
+def _prepared_projection(dataset: "GraphDataset", source: _StoreRows, num_components: int,
+                         seed: int) -> MatrixFeatureStore:
+    """The projection of a prepared directory's features, written once beside them (one
+    process fits and writes; the others wait and map the file)."""
+    from ..utils.once import build_once
+
+    target = os.path.join(dataset.prepared_dir, f"pca{num_components}_seed{seed}")
+    if not os.path.isdir(target) and not os.access(dataset.prepared_dir, os.W_OK):
+        raise GnnZeroError(f"--pca-components writes its projection into {dataset.prepared_dir}, "
+                           f"which is read-only; prepare a writable copy or drop the flag")
+
+    def build(tmp: str) -> None:
+        pca = ChunkedPCA(num_components, seed=seed).fit(source)
+        MmapFeatureStore(tmp).put_chunks(pca.transform_chunks(source), dataset.num_nodes,
+                                         num_components)
+
+    build_once(target, build, f"PCA of the features to {num_components} components")
+    store = MmapFeatureStore(target)
+    store.map_file(os.path.join(target, "node__x.npy"))
+    return store
+
+
 def reduce_features(dataset: "GraphDataset", num_components: int,
                     seed: int = 0) -> "GraphDataset":
     """``dataset`` with its features replaced by their top ``num_components`` principal
-    components (fitted on up to 100k sampled rows).  Memory-mapped features stay on disk:
-    the projection is written to a new mmap store beside them, chunk by chunk."""
+    components (fitted on up to 100k sampled rows).  A prepared directory's features stay
+    on disk: the projection is written beside them once, chunk by chunk, and mapped."""
     num_features = dataset.num_features
     if not 1 <= num_components <= min(num_features, dataset.num_nodes):
         raise GnnZeroError(f"--pca-components {num_components} is out of range for "
@@ -104,13 +126,11 @@ def reduce_features(dataset: "GraphDataset", num_components: int,
                            f"nodes); choose 1..{min(num_features, dataset.num_nodes)}, or 0 to "
                            f"keep the raw features")
     source = _StoreRows(dataset.features)
-    pca = ChunkedPCA(num_components, seed=seed).fit(source)
-    if isinstance(dataset.features, MmapFeatureStore):
-        store: MatrixFeatureStore = MmapFeatureStore(
-            os.path.join(dataset.features.directory, f"pca{num_components}"))
-        store.put_chunks(pca.transform_chunks(source), dataset.num_nodes, num_components)
+    if dataset.prepared_dir:
+        store = _prepared_projection(dataset, source, num_components, seed)
     else:
         store = DenseFeatureStore()
+        pca = ChunkedPCA(num_components, seed=seed).fit(source)
         store.put_tensor(pca.transform(source), group_name=None, attr_name="x", index=None)
     info = {**dataset.info, "pca": {"components": num_components,
                                     "raw_features": num_features}}

@@ -4,12 +4,10 @@
   from its full k-hop neighbourhood (PyG ``NeighborLoader`` with fan-out -1), so
   every sampled prediction equals the exact one and the only error is which
   nodes were drawn; reported with a Wilson interval.  Cheap enough for every epoch.
-* :func:`evaluate_layerwise` -- every node, by layer-wise inference over mini-batches
-  (PyG's ``BasicGNN.inference`` pattern): layer ``l`` is computed for all nodes,
-  a batch of target nodes at a time from their 1-hop neighbourhood, before layer
-  ``l + 1`` starts.  No device ever holds the whole graph; intermediate
-  embeddings live on the host.  Ranks split the target nodes and run the same
-  number of batches, so ZeRO-3's parameter gathers stay in step.
+* :func:`evaluate_layerwise` -- every node, exactly, by :mod:`.layerwise` inference:
+  one layer at a time, each rank writing its rows into a shared memory-mapped
+  scratch array; no device or rank ever holds the whole graph or an ``N x hidden``
+  tensor.
 * :func:`evaluate_full_graph` -- one forward over the whole graph on every rank
   (exact, for graphs that fit), and :func:`evaluate_clusters` -- forwards over
   METIS clusters, 16 a batch (approximate: edges between batches are dropped);
@@ -26,27 +24,27 @@ from __future__ import annotations
 
 import math
 import weakref
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from ..data.datasets import GraphDataset
 from ..data.loaders import with_node_fields
 from ..data.sharding import shard_batches
 from ..errors import GnnZeroError
 from ..models import forward_batch
-from ..utils.dist import all_gather_tensor, all_reduce_tensor, rank_world
+from ..utils.dist import all_reduce_tensor, rank_world
 from .batches import prepare_batch
+from .layerwise import (LAYERWISE_BATCH, InferenceOutput, _module,  # noqa: F401 (re-exported)
+                        global_gcn_normalisation, layerwise_inference,
+                        layerwise_unsupported_reason, post_conv)
 
-# Above this many nodes, evaluation runs over METIS clusters instead of the whole graph.
-FULL_GRAPH_EVAL_MAX_NODES = 500_000
+# Up to this many nodes, per-epoch validation is one whole-graph forward; above it, it is
+# exact layer-wise (bounded memory), or METIS clusters for models layer-wise cannot run.
+FULL_GRAPH_EVAL_MAX_NODES = 100_000
 SPLITS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
-LAYERWISE_BATCH = 4096
 EVAL_METHODS = ("full-graph", "clusters", "layerwise", "sampled")
 # The last dataset's whole-graph batch.  Keyed by a weak reference, not id(): a freed
 # dataset's id is reused by the next one (e.g. runs in one process), which served the
@@ -95,55 +93,7 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
     return float(ci.low), float(ci.high)
 
 
-# ----------------------------------------------------------------- model internals
-
-def _module(model):
-    """The ``BasicGNN`` inside a DeepSpeed engine (or the model itself)."""
-    return getattr(model, "module", model)
-
-
-def _inner_conv(conv):
-    return getattr(conv, "layer", conv)  # CheckpointedLayer wraps the conv as ``.layer``
-
-
-def layerwise_unsupported_reason(model) -> Optional[str]:
-    """Why exact layer-wise inference cannot reproduce this model's forward (None if it can)."""
-    gnn = _module(model)
-    if not hasattr(gnn, "convs") or not hasattr(gnn, "norms"):
-        return f"{type(gnn).__name__} is not a PyG BasicGNN"
-    for norm in gnn.norms:
-        name = type(norm).__name__
-        if name not in ("Identity", "BatchNorm"):
-            return (f"{name} normalises over all nodes of a batch, so its output depends on the "
-                    f"batch; only norm=None or norm=batch are node-local")
-    if getattr(gnn, "jk_mode", None) not in (None, "last", "cat", "max"):
-        return f"jk={gnn.jk_mode} is not supported layer-wise"
-    return None
-
-
-def _gcn_convs(gnn) -> list:
-    from torch_geometric.nn import GCNConv
-
-    return [c for c in map(_inner_conv, gnn.convs) if isinstance(c, GCNConv) and c.normalize]
-
-
-@contextmanager
-def _global_gcn_normalisation(gnn) -> Iterator[bool]:
-    """Switch GCN's own normalisation off while edges carry the whole graph's GCN weights.
-
-    GCN's weight ``1/sqrt(d_u d_v)`` needs the degree of the *source* node ``u``,
-    which a sampled subgraph does not contain; the weights are therefore taken
-    from :func:`_inference_structure` (whole-graph degrees, self-loops included).
-    """
-    convs = _gcn_convs(gnn)
-    for conv in convs:
-        conv.normalize = False
-    try:
-        yield bool(convs)
-    finally:
-        for conv in convs:
-            conv.normalize = True
-
+# ---------------------------------------------------------- sampled-evaluation graph
 
 def _inference_structure(dataset: GraphDataset, gnn, gcn: bool):
     """Structure for neighbour sampling, with the edge weights the model would derive itself.
@@ -181,119 +131,28 @@ def _equal_batches(nodes: Tensor, num_batches: int, filler: int) -> list[tuple[l
     return [(p.tolist(), len(p)) if len(p) else ([filler], 0) for p in pieces]
 
 
-def _gather_rows(local: Tensor, counts: list[int], device: torch.device) -> Tensor:
-    """All ranks' row blocks (rank order), each padded to the largest for ``all_gather``."""
-    if rank_world()[1] == 1:
-        return local
-    padded = torch.zeros(max(counts), *local.shape[1:], dtype=local.dtype)
-    padded[:local.size(0)] = local
-    out = all_gather_tensor(padded, device)
-    return torch.cat([o[:c] for o, c in zip(out, counts)])
-
-
-# ---------------------------------------------------------------- layer-wise inference
-
-@dataclass
-class InferenceOutput:
-    """Logits (and optionally the last hidden representation) of the nodes ``node_ids``."""
-
-    node_ids: Tensor
-    logits: Tensor
-    hidden: Optional[Tensor] = None
-
-
-def _post_conv(gnn, layer: int, x: Tensor) -> Tensor:
-    """What ``BasicGNN.forward`` does after conv ``layer`` (eval mode: no dropout)."""
-    if layer == gnn.num_layers - 1 and gnn.jk_mode is None:
-        return x
-    if gnn.act is not None and gnn.act_first:
-        x = gnn.act(x)
-    x = gnn.norms[layer](x)
-    if gnn.act is not None and not gnn.act_first:
-        x = gnn.act(x)
-    return x
-
-
-@torch.no_grad()
-def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
-                        dtype: torch.dtype = torch.float32, batch_size: int = LAYERWISE_BATCH,
-                        return_hidden: bool = False, show: bool = False) -> InferenceOutput:
-    """Logits of this rank's share of the nodes, one layer at a time over 1-hop mini-batches.
-
-    ``model`` is a ``BasicGNN`` or a DeepSpeed engine wrapping one.  Every rank
-    must call this together (embeddings are exchanged after each layer).  With
-    ``return_hidden`` the input of the classifier (last conv's input, or the
-    jumping-knowledge output) is returned too.
-    """
-    reason = layerwise_unsupported_reason(model)
-    if reason:
-        raise GnnZeroError(f"exact layer-wise evaluation is not possible: {reason}")
-    gnn = _module(model)
-    rank, world = rank_world()
-    n = dataset.num_nodes
-    bounds = [n * r // world for r in range(world + 1)]
-    counts = [bounds[r + 1] - bounds[r] for r in range(world)]
-    mine = torch.arange(bounds[rank], bounds[rank + 1])
-    num_batches = math.ceil(max(counts) / batch_size)
-    batches = _equal_batches(mine, num_batches, filler=0)
-    was_training = gnn.training
-    gnn.eval()
-    layer_outputs: list[Tensor] = []  # this rank's rows of each layer (for jumping knowledge)
-    with _global_gcn_normalisation(gnn) as gcn:
-        structure = _inference_structure(dataset, gnn, gcn)
-        # Re-iterated per layer instead of kept in a list: full 1-hop neighbourhoods are
-        # deterministic, and holding every subgraph at once costs GBs on large graphs.
-        subgraphs = _neighbor_loader(structure, [-1], [b for b, _ in batches])
-        x_all: Optional[Tensor] = None
-        hidden: Optional[Tensor] = None
-        bar = tqdm(total=gnn.num_layers * len(batches), desc="layer-wise inference",
-                   disable=not show, leave=False, dynamic_ncols=True)
-        for layer in range(gnn.num_layers):
-            if layer == gnn.num_layers - 1 and return_hidden and gnn.jk_mode is None:
-                hidden = dataset.features.rows(mine) if x_all is None else x_all[mine]
-            rows = []
-            for sub, (_, keep) in zip(subgraphs, batches):
-                x = (dataset.features.rows(sub.n_id) if x_all is None else x_all[sub.n_id])
-                x = x.to(device=device, dtype=dtype)
-                weight = sub.edge_weight.to(device) if "edge_weight" in sub else None
-                out = gnn.convs[layer](x, sub.edge_index.to(device), weight)[:sub.batch_size]
-                rows.append(_post_conv(gnn, layer, out).float().cpu()[:keep])
-                bar.update(1)
-            local = torch.cat(rows)
-            layer_outputs.append(local)
-            if layer < gnn.num_layers - 1:
-                x_all = _gather_rows(local, counts, device)
-        bar.close()
-    logits = layer_outputs[-1]
-    if gnn.jk_mode is not None:  # jumping knowledge + classifier, batch by batch
-        logit_rows, hidden_rows, start = [], [], 0
-        for _, keep in batches:  # the same number of ``lin`` calls on every rank (ZeRO-3)
-            rows = slice(start, start + keep) if keep else slice(0, 1)
-            combined = gnn.jk([h[rows].to(device=device, dtype=dtype) for h in layer_outputs])
-            logit_rows.append(gnn.lin(combined).float().cpu()[:keep])
-            hidden_rows.append(combined.float().cpu()[:keep])
-            start += keep
-        logits = torch.cat(logit_rows)
-        hidden = torch.cat(hidden_rows) if return_hidden else None
-    gnn.train(was_training)
-    return InferenceOutput(mine, logits, hidden.float() if hidden is not None else None)
-
-
 def _split_metrics(conf: Tensor) -> dict[str, dict]:
     return {split: metrics_from_confusion(conf[i]) for i, split in enumerate(SPLITS)}
 
 
 @torch.no_grad()
 def evaluate_layerwise(model, dataset: GraphDataset, device: torch.device,
-                   dtype: torch.dtype = torch.float32, batch_size: int = LAYERWISE_BATCH,
-                   show: bool = False) -> dict[str, dict]:
-    """Exact metrics per split over every node, by :func:`layerwise_inference`; same on all ranks."""
-    out = layerwise_inference(model, dataset, device, dtype, batch_size, show=show)
-    pred = out.logits.argmax(dim=-1)
-    y = dataset.y[out.node_ids]
+                       dtype: torch.dtype = torch.float32, batch_size: int = LAYERWISE_BATCH,
+                       show: bool = False, scratch_dir: Optional[str] = None,
+                       rows_per_read: int = 1 << 16) -> dict[str, dict]:
+    """Exact metrics per split over every node, by :func:`layerwise_inference` (bounded
+    memory: the logits are read from the scratch file a block at a time); same on all ranks."""
+    out = layerwise_inference(model, dataset, device, dtype, batch_size, show=show,
+                              scratch_dir=scratch_dir)
     c = dataset.num_classes
-    conf = torch.stack([confusion_matrix(y[m], pred[m], c) for m in
-                        (dataset.masks[name][out.node_ids] for name in SPLITS.values())])
+    conf = torch.zeros(len(SPLITS), c, c, dtype=torch.int64)
+    for start in range(0, out.node_ids.numel(), rows_per_read):
+        ids = out.node_ids[start:start + rows_per_read]
+        pred = out.logits[start:start + rows_per_read].argmax(dim=-1)
+        y = dataset.y[ids]
+        for i, name in enumerate(SPLITS.values()):
+            mask = dataset.masks[name][ids]
+            conf[i] += confusion_matrix(y[mask], pred[mask], c)
     return _split_metrics(all_reduce_tensor(conf, device))
 
 
@@ -324,7 +183,7 @@ def evaluate_sampled(engine, dataset: GraphDataset, num_nodes: int, device: torc
     was_training = gnn.training
     engine.eval()
     correct = torch.zeros(2, dtype=torch.float64)
-    with _global_gcn_normalisation(gnn) as gcn:
+    with global_gcn_normalisation(gnn) as gcn:
         structure = _inference_structure(dataset, gnn, gcn)
         loader = _neighbor_loader(structure, [-1] * gnn.num_layers, [b for b, _ in batches])
         for sub, (_, keep) in zip(loader, batches):
@@ -358,14 +217,12 @@ def _full_graph_batches(dataset: GraphDataset, rank: int, world: int) -> Iterato
     yield batch
 
 
-def _cluster_batches(dataset: GraphDataset, cluster_data, rank: int, world: int) -> Iterator:
+def _cluster_batches(dataset: GraphDataset, partition, rank: int, world: int) -> Iterator:
     """This rank's share of all METIS clusters, 16 a batch (inter-cluster edges inside a
     batch are kept, those between batches dropped); every node counted once."""
-    from torch_geometric.loader import ClusterLoader
-
-    groups = shard_batches(len(cluster_data), world, rank, 16, epoch=0, seed=0, shuffle=False)
-    for batch in ClusterLoader(cluster_data, batch_sampler=[g.tolist() for g in groups]):
-        batch = with_node_fields(batch, dataset)
+    groups = shard_batches(len(partition), world, rank, 16, epoch=0, seed=0, shuffle=False)
+    for group in groups:
+        batch = with_node_fields(partition.batch(dataset.topology, group), dataset)
         batch.count_mask = torch.ones(batch.num_nodes, dtype=torch.bool)
         yield batch
 
@@ -396,53 +253,68 @@ def evaluate_full_graph(model, dataset: GraphDataset, device: torch.device,
                              dtype)
 
 
-def evaluate_clusters(model, dataset: GraphDataset, cluster_data, device: torch.device,
+def evaluate_clusters(model, dataset: GraphDataset, partition, device: torch.device,
                       dtype: torch.dtype = torch.float32) -> dict[str, dict]:
-    """Metrics per split over METIS clusters (``cluster_data``); same on all ranks."""
+    """Metrics per split over METIS clusters (a :class:`~gnnzero.data.partition.Partition`);
+    same on all ranks."""
     rank, world = rank_world()
-    return _evaluate_batches(model, dataset, _cluster_batches(dataset, cluster_data, rank, world),
+    return _evaluate_batches(model, dataset, _cluster_batches(dataset, partition, rank, world),
                              device, dtype)
 
 
-def auto_eval_method(num_nodes: int, cluster_data, sampled_nodes: int = 0) -> str:
-    """Per-epoch validation when none is asked for: sampled with a node budget, else the
-    whole graph, or METIS clusters for a graph above FULL_GRAPH_EVAL_MAX_NODES when the
-    training batches come with clusters."""
+def auto_eval_method(model, num_nodes: int, sampled_nodes: int = 0) -> tuple[str, str]:
+    """Per-epoch validation when none is asked for, and why: sampled with a node budget; the
+    whole graph up to FULL_GRAPH_EVAL_MAX_NODES nodes; above, exact layer-wise when the model
+    allows it, else METIS clusters -- never the whole graph on a device."""
     if sampled_nodes:
-        return "sampled"
-    if num_nodes > FULL_GRAPH_EVAL_MAX_NODES and cluster_data is not None:
-        return "clusters"
-    return "full-graph"
+        return "sampled", f"--sampled-eval-nodes {sampled_nodes}"
+    if num_nodes <= FULL_GRAPH_EVAL_MAX_NODES:
+        return "full-graph", f"{num_nodes} nodes <= {FULL_GRAPH_EVAL_MAX_NODES}"
+    reason = layerwise_unsupported_reason(model)
+    if reason is None:
+        return "layerwise", (f"{num_nodes} nodes > {FULL_GRAPH_EVAL_MAX_NODES}: exact, "
+                             f"one layer at a time through a mapped scratch array")
+    return "clusters", f"{num_nodes} nodes > {FULL_GRAPH_EVAL_MAX_NODES} and {reason}"
 
 
-def final_eval_method(model, num_nodes: int, cluster_data) -> tuple[str, Optional[str]]:
+def final_eval_method(model, num_nodes: int) -> tuple[str, Optional[str]]:
     """The final evaluation's method: exact layer-wise when the model allows it, else
     :func:`auto_eval_method`; with the reason layer-wise was not possible."""
-    import torch_geometric.typing as pyg_typing
-
     reason = layerwise_unsupported_reason(model)
-    if not (pyg_typing.WITH_TORCH_SPARSE or pyg_typing.WITH_PYG_LIB):
-        reason = "NeighborLoader needs torch-sparse or pyg-lib"
     return ("layerwise", None) if reason is None else \
-        (auto_eval_method(num_nodes, cluster_data), reason)
+        (auto_eval_method(model, num_nodes)[0], reason)
 
 
 def evaluate(method: str, model, dataset: GraphDataset, device: torch.device,
-             dtype: torch.dtype = torch.float32, *, cluster_data=None, show: bool = False
-             ) -> dict[str, dict]:
-    """Metrics per split by ``method`` (full-graph, clusters or layerwise), each labelled."""
+             dtype: torch.dtype = torch.float32, *, partition=None,
+             scratch_dir: Optional[str] = None, cache_dir: Optional[str] = None,
+             show: bool = False) -> dict[str, dict]:
+    """Metrics per split by ``method`` (full-graph, clusters or layerwise), each labelled.
+
+    ``clusters`` uses ``partition`` (the training loader's) or partitions the graph
+    into ``cache_dir`` / the prepared directory first."""
     if method == "layerwise":
-        result = evaluate_layerwise(model, dataset, device, dtype, show=show)
+        result = evaluate_layerwise(model, dataset, device, dtype, show=show,
+                                    scratch_dir=scratch_dir)
     elif method == "full-graph":
         result = evaluate_full_graph(model, dataset, device, dtype)
     elif method == "clusters":
-        if cluster_data is None:
-            raise GnnZeroError("--eval-method clusters needs METIS clusters: train with "
-                               "--loader cluster or choose another --eval-method")
-        result = evaluate_clusters(model, dataset, cluster_data, device, dtype)
+        result = evaluate_clusters(model, dataset, partition or eval_partition(dataset, cache_dir),
+                                   device, dtype)
     else:
         raise GnnZeroError(f"evaluation method '{method}' is unknown; choose one of "
                            f"{', '.join(EVAL_METHODS)}")
     for split in result.values():
         split["method"] = method
     return result
+
+
+def eval_partition(dataset: GraphDataset, cache_dir: Optional[str]):
+    """A partition of about 500 nodes a part for cluster evaluation (cached like training's)."""
+    from ..data.partition import load_partition, partitions_folder
+
+    folder = partitions_folder(dataset, cache_dir)
+    if folder is None:
+        raise GnnZeroError("--eval-method clusters without --loader cluster partitions the graph "
+                           "into --cache-dir; give one")
+    return load_partition(dataset.topology, max(2, dataset.num_nodes // 500), folder)

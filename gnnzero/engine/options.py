@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from ..utils.settings import check_settings, field_named, refuse, setting
 
@@ -33,11 +34,17 @@ class EvalConfig:
 
     eval_every: int = setting(1, "epochs between validation passes", low=1)
     eval_method: str = setting("auto", "per-epoch validation: auto = sampled with "
-                                       "--sampled-eval-nodes, else the whole graph (over METIS "
-                                       "clusters for large graphs trained with clusters)",
+                                       "--sampled-eval-nodes, else the whole graph up to 100k "
+                                       "nodes, above that exact layer-wise (METIS clusters for "
+                                       "models layer-wise cannot run)",
                                choices=EVAL_METHODS)
     sampled_eval_nodes: int = setting(0, "validation nodes drawn per epoch for sampled "
                                          "evaluation, with a 95 % interval (0 = off)", low=0)
+    eval_scratch_dir: Optional[str] = setting(None, "folder for layer-wise evaluation's "
+                                                    "shared N x hidden scratch files (on "
+                                                    "storage every node sees, for several "
+                                                    "nodes)", allowed="a folder",
+                                              none_means="OUTPUT_DIR/eval-scratch")
 
     def __post_init__(self) -> None:
         check_settings(self)

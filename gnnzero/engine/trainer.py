@@ -169,9 +169,16 @@ class Trainer:
             entry["val_accuracy"] = sampled["accuracy"]
             return
         split = evaluate(self.eval_method, self.engine, self.dataset, self.device, self.dtype,
-                         cluster_data=getattr(self.loader, "cluster_data", None))
+                         **self.eval_places())
         entry["val_accuracy"] = split["val"]["accuracy"]
         entry["test_accuracy"] = split["test"]["accuracy"]
+
+    def eval_places(self) -> dict:
+        """Where evaluation finds clusters, its scratch folder and the partition cache."""
+        return {"partition": getattr(self.loader, "partition", None),
+                "scratch_dir": self.evaluation.eval_scratch_dir or
+                os.path.join(self.train.output_dir, "eval-scratch"),
+                "cache_dir": self.loader.opts.cache_dir}
 
     def _report(self, entry: dict, waited: Optional[int]) -> None:
         if not self.show:

@@ -67,7 +67,11 @@ class _HostBytes:
 def dataset_and_loader_host_bytes(dataset: Any, loader: Any) -> dict[str, int]:
     """Host bytes of the dataset (features + structure + labels) and, separately, the loader's own."""
     counter = _HostBytes()
-    counter.walk([dataset.edge_index, dataset.y, dataset.masks])
+    topology = dataset.topology
+    # Mapped arrays (a prepared directory) are file pages, not counted; numpy memmaps are
+    # skipped by the walk, the tensors over them are left out here.
+    counter.walk([topology.indptr, topology.indices] +
+                 ([] if dataset.prepared_dir else [dataset.y, dataset.masks]))
     structure = counter.total
     feature_store = int(dataset.features.nbytes())
     counter.walk(dataset.features)   # mark the store's arrays as seen (mmap files are on disk)

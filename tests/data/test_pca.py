@@ -48,8 +48,15 @@ def test_reduce_features_projects_every_store_like_numpy(store_format, tmp_path)
 
     x = _low_rank_data(600, 40, 4, seed=2)
     ring = np.stack([np.arange(600), (np.arange(600) + 1) % 600])
-    raw = _finish("lowrank", ring, x, np.arange(600) % 3, {"train": np.ones(600, bool)}, 3,
-                  store_format, str(tmp_path))
+    masks = {m: np.arange(600) % 3 == i for i, m in
+             enumerate(("train_mask", "val_mask", "test_mask"))}
+    raw = _finish("lowrank", ring, x, np.arange(600) % 3, masks, 3,
+                  "dense" if store_format == "mmap" else store_format, str(tmp_path))
+    if store_format == "mmap":     # a prepared directory: the projection is written beside it
+        from gnnzero.data.prepared import open_prepared, prepare, source_from_dataset
+
+        prepare(str(tmp_path / "prepared"), lambda: source_from_dataset(raw))
+        raw = open_prepared(str(tmp_path / "prepared"))
     reduced = reduce_features(raw, 4, seed=0)
     assert reduced.num_features == 4 and raw.num_features == 40
     assert type(reduced.features).__name__ == ("MmapFeatureStore" if store_format == "mmap"
@@ -60,7 +67,9 @@ def test_reduce_features_projects_every_store_like_numpy(store_format, tmp_path)
     signs = np.sign((ours * reference).sum(axis=0))           # components are defined up to sign
     np.testing.assert_allclose(ours * signs, reference, rtol=1e-3, atol=1e-3)
     assert reduced.info["pca"] == {"components": 4, "raw_features": 40}
-    assert torch.equal(reduced.y, raw.y) and reduced.edge_index is raw.edge_index
+    assert torch.equal(reduced.y, raw.y) and reduced.topology is raw.topology
+    if store_format == "mmap":
+        assert (tmp_path / "prepared" / "pca4_seed0" / "node__x.npy").exists()
 
 
 def test_reduce_features_names_the_allowed_range():
