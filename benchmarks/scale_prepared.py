@@ -111,13 +111,14 @@ class Monitor(threading.Thread):
             time.sleep(self.interval)
 
 
-def monitored(cmd: list[str], marker: str, log: Path) -> tuple[float, Monitor, int]:
+def monitored(cmd: list[str], marker: str, log: Path, interval: float = 0.2,
+              env: dict | None = None) -> tuple[float, Monitor, int]:
     """Run ``cmd`` (output to ``log``) under a :class:`Monitor`; seconds, monitor, exit code."""
     start = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        monitor = Monitor(proc.pid, marker)
+                                env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
+        monitor = Monitor(proc.pid, marker, interval)
         monitor.start()
         code = proc.wait()
     monitor.stop.set()

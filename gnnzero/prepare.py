@@ -65,14 +65,14 @@ def parse(argv: Optional[Sequence[str]] = None) -> tuple[DataConfig, PrepareOpti
 
 def run_prepare(data: DataConfig, options: PrepareOptions) -> dict:
     """Prepare ``options.out`` from ``data``; return the manifest."""
-    from .data.datasets import check_dataset_source, load_dataset
+    from .data.datasets import check_dataset_source, load_in_memory
 
     check_dataset_source(data.dataset, data.data_root)
 
     def source():
         shape = {k: v for k, v in data.synthetic_options().items() if k != "num_nodes"}
-        return source_from_dataset(load_dataset(
-            data.dataset, data.data_root, data.num_nodes, options.seed, "auto", None, **shape))
+        return source_from_dataset(load_in_memory(data.dataset, data.data_root, data.num_nodes,
+                                                  options.seed, **shape))
 
     start = time.perf_counter()
     num_parts = tuple(options.num_parts or ())

@@ -172,7 +172,7 @@ def finalize(job: Job, totals, train_seconds: float) -> dict[str, Any]:
     if reason and job.rank == 0:
         print(f"final evaluation: {method} (layer-wise is not possible: {reason})", flush=True)
     final = evaluate(method, engine, job.dataset, device, trainer.dtype,
-                     **trainer.eval_places(), show=job.rank == 0)
+                     **trainer.eval_options(), show=job.rank == 0)
     trainer.monitor.close()
     summed = dict(zip(totals.counts, all_reduce(list(totals.counts.values()), device)))
     per_rank = gather_objects({"rank": job.rank, **peak_memory(device), **trainer.probe.summary(),

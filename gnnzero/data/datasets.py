@@ -32,7 +32,7 @@ from torch_geometric.data import Data
 from ..errors import GnnZeroError
 from .csr import Topology
 from .feature_store import FEATURE_STORES, MatrixFeatureStore
-from .prepared import FORMAT_VERSION, open_prepared, prepare, read_manifest, source_from_dataset
+from .prepared import FORMAT_VERSION, open_prepared, prepare, source_from_dataset
 from .synthetic import SyntheticSpec, make_synthetic_graph
 from .validate import validate_graph
 
@@ -243,7 +243,7 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
     if key == "synthetic":
         return
     if os.path.isdir(name):
-        read_manifest(name)     # a prepared directory: format and version checked here
+        open_prepared(name)     # a prepared directory: manifest and array headers checked
         return
     if key in PLANETOID_NAMES or key.startswith("ogbn-"):
         if not data_root:
@@ -309,21 +309,23 @@ def load_dataset(name: str, data_root: Optional[str] = None, num_nodes: int = 20
         raise TypeError(f"unknown synthetic options {sorted(unknown)}")
     spec = {k: v for k, v in synthetic.items() if v is not None}
     if feature_format == "mmap" or (feature_format == "auto" and name.lower() == "synthetic"
-                                    and num_nodes >= AUTO_PREPARE_NODES):
+                                    and num_nodes >= AUTO_PREPARE_NODES and cache_dir):
         if not cache_dir:
             raise GnnZeroError("--feature-store mmap prepares the graph into --cache-dir; give "
                                "one (or prepare it yourself with python -m gnnzero.prepare)")
         options = {"num_nodes": num_nodes, "seed": seed, **spec} \
             if name.lower() == "synthetic" else {}
         out = prepared_cache_path(cache_dir, name, source_key(name, data_root, options))
-        prepare(out, lambda: source_from_dataset(_load_in_memory(
-            name, data_root, num_nodes, seed, "auto", spec)))
+        prepare(out, lambda: source_from_dataset(load_in_memory(
+            name, data_root, num_nodes, seed, **spec)))
         return open_prepared(out)
-    return _load_in_memory(name, data_root, num_nodes, seed, feature_format, spec)
+    return load_in_memory(name, data_root, num_nodes, seed, feature_format, **spec)
 
 
-def _load_in_memory(name: str, data_root: Optional[str], num_nodes: int, seed: int,
-                    feature_format: str, spec: dict) -> GraphDataset:
+def load_in_memory(name: str, data_root: Optional[str], num_nodes: int, seed: int,
+                   feature_format: str = "auto", **spec: Any) -> GraphDataset:
+    """A named dataset or file read into RAM (what :mod:`gnnzero.prepare` writes out)."""
+    spec = {k: v for k, v in spec.items() if v is not None}
     key = name.lower()
     if key == "synthetic":
         if spec.get("avg_degree", 1.0) <= 0 or spec.get("words_per_node", 1.0) < 1:

@@ -16,8 +16,8 @@ class DataConfig:
     """Which graph to train on and how its features are stored."""
 
     dataset: str = setting("synthetic", "the graph to train on",
-                           allowed="synthetic, cora, citeseer, pubmed, ogbn-<name>, or a "
-                                   ".pt / .npz file")
+                           allowed="synthetic, cora, citeseer, pubmed, ogbn-<name>, a prepared "
+                                   "directory, or a .pt / .npz file")
     data_root: Optional[str] = setting(None, "folder with local dataset files (nothing is "
                                              "downloaded)", allowed="a folder",
                                        none_means="synthetic or a file")
@@ -29,10 +29,14 @@ class DataConfig:
                                 low=8)
     words_per_node: float = setting(SyntheticSpec.words_per_node,
                                     "synthetic graph: mean non-zero features per node", low=1)
-    feature_store: str = setting("auto", "feature storage: auto = sparse CSR when < 10 % dense",
+    feature_store: str = setting("auto", "feature storage: auto = sparse CSR when < 10 % dense "
+                                         "(a synthetic graph of 500k+ nodes is prepared and "
+                                         "mapped), mmap = prepare the dataset into --cache-dir "
+                                         "and map it; for prepare: the layout",
                                  choices=FEATURE_FORMATS)
-    cache_dir: str = setting(".cache/gnnzero", "METIS partitions, GraphSAINT norms and mmap "
-                                               "features are cached here", allowed="a folder")
+    cache_dir: str = setting(".cache/gnnzero", "prepared copies of named datasets, and METIS "
+                                               "partitions / GraphSAINT norms of graphs not read "
+                                               "from a prepared directory", allowed="a folder")
     pca_components: int = setting(0, "replace the node features by their top K principal "
                                      "components (0 = off)", low=0)
 

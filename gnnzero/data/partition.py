@@ -40,14 +40,19 @@ def symmetric_csr(topology: Topology) -> tuple[np.ndarray, np.ndarray]:
     """``(indptr, indices)`` int64 of the symmetrised graph without self-loops (METIS input)."""
     n = topology.num_nodes
     ones = np.ones(topology.num_edges, dtype=np.int8)
-    adj = sp.csr_matrix((ones, np.asarray(topology.indices), np.asarray(topology.indptr)),
-                        shape=(n, n))
+    # int32 index arrays while they fit: scipy would upcast a mixed pair to int64 copies.
+    small = 2 * topology.num_edges < np.iinfo(np.int32).max
+    index = np.int32 if small else np.int64
+    adj = sp.csr_matrix((ones, np.asarray(topology.indices, dtype=index),
+                         np.asarray(topology.indptr, dtype=index)), shape=(n, n))
     del ones
     adj.data[:] = 1                       # duplicates summed: back to a pattern
     adj = (adj + adj.T.tocsr()).tocsr()
     adj.setdiag(0)
     adj.eliminate_zeros()
-    return adj.indptr.astype(np.int64), adj.indices.astype(np.int64)
+    indptr, indices = adj.indptr, adj.indices
+    del adj
+    return indptr.astype(np.int64), indices.astype(np.int64)
 
 
 def metis_parts(topology: Topology, num_parts: int, niter: Optional[int] = None) -> np.ndarray:

@@ -184,11 +184,6 @@ def write_prepared(folder: str, source: GraphSource, storage: str = "float32",
     mapped = Topology(topo.num_nodes, np.load(os.path.join(folder, "indptr.npy"), mmap_mode="r"),
                       np.load(os.path.join(folder, "indices.npy"), mmap_mode="r"))
     topology_fingerprint = mapped.fingerprint()
-    if num_parts:
-        from .partition import load_partition
-
-        for parts in num_parts:
-            load_partition(mapped, parts, os.path.join(folder, "parts"))
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "name": source.name,
         "num_nodes": topo.num_nodes, "num_edges": topo.num_edges,
@@ -204,14 +199,35 @@ def write_prepared(folder: str, source: GraphSource, storage: str = "float32",
         os.fsync(handle.fileno())
 
 
-def prepare(out: str, source_factory: Callable[[], GraphSource], **options) -> bool:
-    """Prepare ``out`` once (True if this call wrote it); concurrent callers get one copy."""
+def _partition(folder: str, num_parts: tuple[int, ...]) -> None:
+    """METIS partitions of the written (mapped) topology, after the in-RAM source is gone."""
+    from .partition import load_partition
+
+    manifest = read_manifest(folder)
+    mapped = Topology(int(manifest["num_nodes"]),
+                      np.load(os.path.join(folder, "indptr.npy"), mmap_mode="r"),
+                      np.load(os.path.join(folder, "indices.npy"), mmap_mode="r"),
+                      _fingerprint=manifest["topology_fingerprint"])
+    for parts in num_parts:
+        load_partition(mapped, parts, os.path.join(folder, "parts"))
+
+
+def prepare(out: str, source_factory: Callable[[], GraphSource],
+            num_parts: tuple[int, ...] = (), **options) -> bool:
+    """Prepare ``out`` once (True if this call wrote it); concurrent callers get one copy.
+
+    The manifest is written before the partitions (both inside the temporary folder), so
+    METIS runs after the source's arrays are freed."""
     out = os.path.abspath(out)
     if os.path.exists(out) and not is_prepared(out):
         raise GnnZeroError(f"--out {out} exists but is not a prepared directory (no {MANIFEST}); "
                            f"choose a new path or remove it")
-    return build_once(out, lambda tmp: write_prepared(tmp, source_factory(), **options),
-                      "preparing the graph", is_complete=is_prepared)
+
+    def build(tmp: str) -> None:
+        write_prepared(tmp, source_factory(), num_parts=num_parts, **options)
+        _partition(tmp, num_parts)
+
+    return build_once(out, build, "preparing the graph", is_complete=is_prepared)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -288,13 +288,13 @@ def final_eval_method(model, num_nodes: int) -> tuple[str, Optional[str]]:
 def evaluate(method: str, model, dataset: GraphDataset, device: torch.device,
              dtype: torch.dtype = torch.float32, *, partition=None,
              scratch_dir: Optional[str] = None, cache_dir: Optional[str] = None,
-             show: bool = False) -> dict[str, dict]:
+             batch_size: int = LAYERWISE_BATCH, show: bool = False) -> dict[str, dict]:
     """Metrics per split by ``method`` (full-graph, clusters or layerwise), each labelled.
 
     ``clusters`` uses ``partition`` (the training loader's) or partitions the graph
     into ``cache_dir`` / the prepared directory first."""
     if method == "layerwise":
-        result = evaluate_layerwise(model, dataset, device, dtype, show=show,
+        result = evaluate_layerwise(model, dataset, device, dtype, batch_size, show=show,
                                     scratch_dir=scratch_dir)
     elif method == "full-graph":
         result = evaluate_full_graph(model, dataset, device, dtype)

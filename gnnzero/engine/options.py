@@ -40,6 +40,8 @@ class EvalConfig:
                                choices=EVAL_METHODS)
     sampled_eval_nodes: int = setting(0, "validation nodes drawn per epoch for sampled "
                                          "evaluation, with a 95 % interval (0 = off)", low=0)
+    eval_batch_nodes: int = setting(4096, "target nodes per layer-wise evaluation chunk "
+                                          "(memory per chunk grows with it)", low=1)
     eval_scratch_dir: Optional[str] = setting(None, "folder for layer-wise evaluation's "
                                                     "shared N x hidden scratch files (on "
                                                     "storage every node sees, for several "

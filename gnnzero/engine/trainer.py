@@ -169,13 +169,14 @@ class Trainer:
             entry["val_accuracy"] = sampled["accuracy"]
             return
         split = evaluate(self.eval_method, self.engine, self.dataset, self.device, self.dtype,
-                         **self.eval_places())
+                         **self.eval_options())
         entry["val_accuracy"] = split["val"]["accuracy"]
         entry["test_accuracy"] = split["test"]["accuracy"]
 
-    def eval_places(self) -> dict:
-        """Where evaluation finds clusters, its scratch folder and the partition cache."""
+    def eval_options(self) -> dict:
+        """Evaluation settings beyond the method: clusters, chunk size, scratch folder, cache."""
         return {"partition": getattr(self.loader, "partition", None),
+                "batch_size": self.evaluation.eval_batch_nodes,
                 "scratch_dir": self.evaluation.eval_scratch_dir or
                 os.path.join(self.train.output_dir, "eval-scratch"),
                 "cache_dir": self.loader.opts.cache_dir}

@@ -1,0 +1,67 @@
+"""Two DeepSpeed ranks training from one prepared directory map the graph: neither copies the
+feature matrix or the edge list into private memory.
+
+Each rank's peak private anonymous memory (``RssAnon``, sampled every 20 ms by the scale
+benchmark's monitor) is compared between two graphs of the same shape -- degree, feature
+width, METIS part size, batch size, evaluation chunk -- that differ only in node count (10x):
+the batches cost the same, so a rank that copied the features (92 MB more on the large
+graph) or the edge list (86 MB more as int64 ``edge_index``) grows by about that much;
+mapped pages are file pages and do not count.
+"""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO, subprocess_env
+
+FEATURES, DEGREE, PART_NODES = 128, 30, 1000
+SMALL, LARGE = 20_000, 200_000
+
+
+def _monitor_module():
+    spec = importlib.util.spec_from_file_location("scale_prepared",
+                                                  REPO / "benchmarks" / "scale_prepared.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _prepare(out, num_nodes: int) -> None:
+    subprocess.run([sys.executable, "-m", "gnnzero.prepare", "--dataset", "synthetic",
+                    "--num-nodes", str(num_nodes), "--num-features", str(FEATURES),
+                    "--avg-degree", str(DEGREE), "--feature-store", "dense", "--out", str(out),
+                    "--num-parts", str(num_nodes // PART_NODES)], cwd=REPO, env=subprocess_env(),
+                   check=True, capture_output=True, timeout=600)
+
+
+def _peak_private(tmp_path, prepared, num_nodes: int, name: str) -> list[int]:
+    scale = _monitor_module()
+    cmd = [str(REPO / ".venv" / "bin" / "deepspeed") if (REPO / ".venv").exists() else
+           "deepspeed", "--num_gpus", "2", "--master_port", "29731", "launch/train.py",
+           "--ds_config", "ds_configs/zero2.json", "--dataset", str(prepared),
+           "--num-parts", str(num_nodes // PART_NODES), "--clusters-per-batch", "2", "--epochs", "1", "--hidden", "16",
+           "--eval-batch-nodes", "256", "--eval-method", "layerwise", "--no-checkpoint", "--output-dir", str(tmp_path / name)]
+    log = tmp_path / f"{name}.log"
+    _, monitor, code = scale.monitored(cmd, "launch/train.py --local_rank", log, interval=0.02,
+                                       env=subprocess_env(OMP_NUM_THREADS="1"))
+    assert code == 0, log.read_text()[-3000:]
+    assert len(monitor.peaks) == 2
+    return sorted(p["rssanon"] for p in monitor.peaks.values())
+
+
+@pytest.mark.e2e
+def test_two_ranks_keep_features_and_edges_out_of_private_memory(tmp_path):
+    small, large = tmp_path / "small", tmp_path / "large"
+    _prepare(small, SMALL)
+    _prepare(large, LARGE)
+    base = _peak_private(tmp_path, small, SMALL, "small")
+    grown = _peak_private(tmp_path, large, LARGE, "large")
+    feature_bytes = (LARGE - SMALL) * FEATURES * 4
+    edge_index_bytes = (LARGE - SMALL) * DEGREE * 16
+    for before, after in zip(base, grown):
+        # A private copy of x or of the edge list would show up whole.
+        assert after - before < 0.5 * min(feature_bytes, edge_index_bytes), (base, grown)
