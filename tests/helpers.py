@@ -59,12 +59,18 @@ def read_metrics(output_dir: Path) -> dict:
 
 
 @lru_cache(maxsize=None)
-def train_entry() -> ModuleType:
-    """``launch/train.py`` loaded as a module (its ``main()`` called in-process)."""
-    spec = importlib.util.spec_from_file_location("train_entry", REPO / "launch" / "train.py")
+def script_module(relative: str) -> ModuleType:
+    """A script of the repository (``launch/train.py``, ``benchmarks/*.py``) loaded as a module."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def train_entry() -> ModuleType:
+    """``launch/train.py`` loaded as a module (its ``main()`` called in-process)."""
+    return script_module("launch/train.py")
 
 
 def assert_one_line_error(proc, *needles: str) -> None:

@@ -1,22 +1,17 @@
 """`benchmarks/cora_accuracy.paired_gap` against scipy's paired t-test (an independent reference)."""
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from tests.helpers import REPO
+from tests.helpers import script_module
 
 
 def _load_cora_accuracy():
-    spec = importlib.util.spec_from_file_location("cora_accuracy",
-                                                  REPO / "benchmarks" / "cora_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("benchmarks/cora_accuracy.py")
 
 
 def _runs(accs, seeds):

@@ -106,3 +106,31 @@ def test_mmap_store_rejects_wrong_row_count(tmp_path):
     store = MmapFeatureStore(str(tmp_path / "feat"))
     with pytest.raises(ValueError, match="x chunks hold 4 rows but 6 were declared"):
         store.put_chunks([np.ones((4, 3))], 6, 3)
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "mmap", "mapped-csr"])
+def test_reading_a_tensor_that_is_not_stored_raises_key_error_like_pygs_reference(kind, tmp_path):
+    from torch_geometric.testing import MyFeatureStore
+
+    from gnnzero.data.feature_store import MappedCSRFeatureStore
+
+    reference = MyFeatureStore()
+    with pytest.raises(KeyError):
+        reference.get_tensor(group_name=None, attr_name="missing", index=None)
+    _, x = _random_graph(50, 10, 8)
+    if kind == "mapped-csr":
+        x = sp.csr_matrix(x)
+        paths = []
+        for name in ("indptr", "indices", "data"):
+            paths.append(str(tmp_path / f"{name}.npy"))
+            np.save(paths[-1], getattr(x, name))
+        store = MappedCSRFeatureStore()
+        store.map_files(*paths, shape=x.shape)
+        assert torch.equal(store.rows(torch.tensor([3, 0, 49])),
+                           torch.from_numpy(x[[3, 0, 49]].toarray()))
+    else:
+        store = _make_store(kind, x, tmp_path)
+    with pytest.raises(KeyError):
+        store.get_tensor(group_name=None, attr_name="missing", index=None)
+    with pytest.raises(KeyError):
+        store.get_tensor_size(group_name=None, attr_name="missing")

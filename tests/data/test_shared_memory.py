@@ -10,24 +10,15 @@ mapped pages are file pages and do not count.
 """
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import REPO, subprocess_env
+from tests.helpers import REPO, script_module, subprocess_env
 
 FEATURES, DEGREE, PART_NODES = 128, 30, 1000
 SMALL, LARGE = 20_000, 200_000
-
-
-def _monitor_module():
-    spec = importlib.util.spec_from_file_location("scale_prepared",
-                                                  REPO / "benchmarks" / "scale_prepared.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _prepare(out, num_nodes: int) -> None:
@@ -39,7 +30,7 @@ def _prepare(out, num_nodes: int) -> None:
 
 
 def _peak_private(tmp_path, prepared, num_nodes: int, name: str) -> list[int]:
-    scale = _monitor_module()
+    scale = script_module("benchmarks/scale_prepared.py")
     cmd = [str(REPO / ".venv" / "bin" / "deepspeed") if (REPO / ".venv").exists() else
            "deepspeed", "--num_gpus", "2", "--master_port", "29731", "launch/train.py",
            "--ds_config", "ds_configs/zero2.json", "--dataset", str(prepared),
