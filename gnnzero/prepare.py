@@ -65,11 +65,13 @@ def parse(argv: Optional[Sequence[str]] = None) -> tuple[DataConfig, PrepareOpti
 
 def run_prepare(data: DataConfig, options: PrepareOptions) -> dict:
     """Prepare ``options.out`` from ``data``; return the manifest."""
-    from .data.datasets import check_dataset_source, load_in_memory
+    from .data.datasets import check_dataset_source, load_in_memory, user_file_source
 
     check_dataset_source(data.dataset, data.data_root)
 
     def source():
+        if data.dataset.endswith((".pt", ".npz")):
+            return user_file_source(data.dataset)
         shape = {k: v for k, v in data.synthetic_options().items() if k != "num_nodes"}
         return source_from_dataset(load_in_memory(data.dataset, data.data_root, data.num_nodes,
                                                   options.seed, **shape))

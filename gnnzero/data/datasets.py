@@ -21,8 +21,9 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -235,6 +236,63 @@ def load_user_file(path: str, feature_format: str = "auto",
     return _finish(os.path.basename(path), torch.as_tensor(np.asarray(raw["edge_index"])), x,
                    torch.as_tensor(np.asarray(raw["y"])), masks, num_classes, feature_format,
                    cache_dir)
+
+
+def _npz_row_blocks(path: str, member: str, chunk_rows: int) -> Iterator[np.ndarray]:
+    """Row blocks of the 2-d array ``member`` of an ``.npz``, read from the zip stream (never
+    the whole array: ``np.load`` has no memory map for archives)."""
+    with zipfile.ZipFile(path) as archive, archive.open(f"{member}.npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(handle)
+        if fortran or len(shape) != 2:
+            raise GnnZeroError(f"{path}: {member} must be a C-ordered 2-d array, got shape "
+                               f"{shape}{' (Fortran order)' if fortran else ''}")
+        row_bytes = shape[1] * dtype.itemsize
+        for start in range(0, shape[0], chunk_rows):
+            rows = min(chunk_rows, shape[0] - start)
+            yield np.frombuffer(handle.read(rows * row_bytes), dtype=dtype).reshape(rows, shape[1])
+
+
+def user_file_source(path: str, chunk_rows: int = 65_536):
+    """A user's ``.pt`` / ``.npz`` file as a prepare source whose dense features are read a
+    block of rows at a time (``.pt``: memory-mapped by ``torch.load``; ``.npz``: streamed
+    from the archive), so preparing never holds the dense matrix in RAM."""
+    from .prepared import GraphSource
+
+    if path.endswith(".npz"):
+        with np.load(path) as archive:
+            names = set(archive.files)
+            raw = {k: archive[k] for k in names if k != "x"}
+        if "x" not in names:
+            return source_from_dataset(load_user_file(path), chunk_rows)
+        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                     else np.lib.format.read_array_header_2_0)(handle)[0]
+        blocks = lambda: _npz_row_blocks(path, "x", chunk_rows)  # noqa: E731
+    else:
+        raw = torch.load(path, weights_only=False, mmap=True)
+        raw = raw.to_dict() if isinstance(raw, Data) else raw
+        x = raw.get("x") if isinstance(raw, dict) else None
+        if not isinstance(x, torch.Tensor) or x.layout != torch.strided:
+            return source_from_dataset(load_user_file(path), chunk_rows)
+        shape = tuple(x.shape)
+        blocks = lambda: (x[s:s + chunk_rows].numpy() for s in range(0, shape[0], chunk_rows))  # noqa: E731
+    missing = [k for k in ("edge_index", "y", *MASK_NAMES) if k not in raw]
+    if missing:
+        raise GnnZeroError(f"{path} lacks {', '.join(missing)}; see the file format in "
+                           f"gnnzero/data/datasets.py or the README")
+    edge_index = torch.as_tensor(np.asarray(raw["edge_index"])).long()
+    y = torch.as_tensor(np.asarray(raw["y"])).long().view(-1)
+    masks = {k: torch.as_tensor(np.asarray(raw[k])).bool().view(-1) for k in MASK_NAMES}
+    num_classes = int(raw["num_classes"]) if "num_classes" in raw else int(y.max()) + 1
+    validate_graph(edge_index, int(shape[0]), y, masks, num_classes=num_classes)
+    topology = Topology.from_edge_index(edge_index, int(shape[0]))
+    return GraphSource(os.path.basename(path), topology, y.numpy(),
+                       {k: v.numpy() for k, v in masks.items()}, num_classes, int(shape[1]),
+                       blocks, False, {"path": os.path.abspath(path)})
 
 
 def check_dataset_source(name: str, data_root: Optional[str]) -> None:

@@ -196,3 +196,34 @@ def _damage(out, damage: str) -> None:
         (out / "indices.npy").write_bytes(data[:len(data) // 2])
     else:
         (out / "x_data.npy").unlink()
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_a_dense_user_file_is_prepared_without_holding_its_features(tmp_path, suffix):
+    import tracemalloc
+
+    from gnnzero.data.datasets import load_user_file, user_file_source
+    from gnnzero.data.prepared import write_prepared
+
+    n, f = 4000, 500
+    x = np.random.default_rng(1).normal(size=(n, f)).astype(np.float32)       # 8 MB
+    fields = {"edge_index": np.stack([np.arange(n), (np.arange(n) + 1) % n]),
+              "y": np.arange(n) % 5, **{m: np.arange(n) % 3 == i for i, m in
+                                      enumerate(("train_mask", "val_mask", "test_mask"))}}
+    path = tmp_path / f"graph{suffix}"
+    if suffix == ".npz":
+        np.savez(path, x=x, **fields)
+    else:
+        torch.save({"x": torch.from_numpy(x), **{k: torch.from_numpy(v) for k, v in
+                                                 fields.items()}}, path)
+    out = tmp_path / "out"
+    out.mkdir()
+    tracemalloc.start()
+    write_prepared(str(out), user_file_source(str(path), chunk_rows=256), sparse=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < x.nbytes / 4, peak                  # blocks of 256 rows, never the matrix
+    mapped, reference = open_prepared(str(out)), load_user_file(str(path))
+    assert torch.equal(mapped.features.rows(torch.arange(n)), torch.from_numpy(x))
+    assert np.array_equal(mapped.topology.indices, reference.topology.indices)
+    assert torch.equal(mapped.y, reference.y)
