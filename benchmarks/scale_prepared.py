@@ -200,6 +200,8 @@ def write_markdown(path: Path, records: list[dict]) -> None:
         lines += [f"## {prep.get('num_nodes')} nodes, {prep.get('num_edges_directed')} directed "
                   f"edges ({env['date']}, commit {env['commit']})", "",
                   f"Command: `{env['command']}`", ""]
+        if env.get("notes"):
+            lines += [f"Notes: {env['notes']}", ""]
         if prep.get("failed"):
             lines += [f"prepare failed after {prep['seconds']:.0f} s: {prep['failed']}", ""]
             continue
