@@ -95,7 +95,7 @@ class GraphDataset:
         return out
 
 
-def _make_store(x, feature_format: str, cache_dir: Optional[str], name: str) -> MatrixFeatureStore:
+def _make_store(x, feature_format: str) -> MatrixFeatureStore:
     if feature_format == "auto":
         density = x.nnz / max(1, x.shape[0] * x.shape[1]) if sp.issparse(x) else 1.0
         feature_format = "sparse" if density < 0.1 else "dense"
@@ -111,7 +111,7 @@ def _make_store(x, feature_format: str, cache_dir: Optional[str], name: str) -> 
 
 
 def _finish(name: str, edge_index, x, y, masks, num_classes: Optional[int], feature_format: str,
-            cache_dir: Optional[str], info: Optional[dict] = None) -> GraphDataset:
+            info: Optional[dict] = None) -> GraphDataset:
     edge_index = torch.as_tensor(edge_index)
     if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
         raise ValueError(f"edge_index must hold integer node ids, got {edge_index.dtype}; "
@@ -123,18 +123,18 @@ def _finish(name: str, edge_index, x, y, masks, num_classes: Optional[int], feat
     if num_classes is None:
         num_classes = int(y.max()) + 1 if y.numel() else 0
     validate_graph(edge_index, num_nodes, y, masks, x=x, num_classes=num_classes)
-    store = _make_store(x, feature_format, cache_dir, name)
+    store = _make_store(x, feature_format)
     topology = Topology.from_edge_index(edge_index, num_nodes)
     return GraphDataset(name, topology, y, masks, store, num_classes, info or {})
 
 
 def load_synthetic(num_nodes: int, seed: int = 0, feature_format: str = "auto",
-                   cache_dir: Optional[str] = None, **spec_kwargs) -> GraphDataset:
+                   **spec_kwargs) -> GraphDataset:
     """The generated default dataset (deterministic for a given size and seed)."""
     spec = SyntheticSpec(num_nodes=num_nodes, seed=seed, **spec_kwargs)
     edge_index, x, y, masks = make_synthetic_graph(spec)
     return _finish("synthetic", edge_index, x, y, masks, spec.num_classes, feature_format,
-                   cache_dir, info={"spec": spec.__dict__})
+                   info={"spec": spec.__dict__})
 
 
 def find_planetoid_raw(proper: str, root: str) -> str:
@@ -172,7 +172,7 @@ def load_planetoid(name: str, root: str, feature_format: str = "auto") -> GraphD
     masks = {k: data[k] for k in MASK_NAMES}
     return _finish(proper, data.edge_index, sp.csr_matrix(data.x.numpy()) if
                    feature_format in ("auto", "sparse") else data.x, data.y, masks,
-                   int(data.y.max()) + 1, feature_format, None)
+                   int(data.y.max()) + 1, feature_format)
 
 
 def load_ogb(name: str, root: str, feature_format: str = "auto") -> GraphDataset:
@@ -193,7 +193,7 @@ def load_ogb(name: str, root: str, feature_format: str = "auto") -> GraphDataset
         mask[split[key]] = True
         masks[mask_name] = mask
     return _finish(name, data.edge_index, data.x, data.y.view(-1), masks, dataset.num_classes,
-                   feature_format, None)
+                   feature_format)
 
 
 def _read_user_file(path: str) -> dict[str, Any]:
@@ -217,8 +217,7 @@ def _read_user_file(path: str) -> dict[str, Any]:
     return raw
 
 
-def load_user_file(path: str, feature_format: str = "auto",
-                   cache_dir: Optional[str] = None) -> GraphDataset:
+def load_user_file(path: str, feature_format: str = "auto") -> GraphDataset:
     """A user's graph in the documented ``.pt`` / ``.npz`` format."""
     if not os.path.exists(path):
         raise GnnZeroError(f"--dataset {path} does not exist; give a .pt/.npz file or one of "
@@ -234,8 +233,7 @@ def load_user_file(path: str, feature_format: str = "auto",
     num_classes = int(raw["num_classes"]) if "num_classes" in raw else None
     masks = {k: torch.as_tensor(np.asarray(raw[k])) for k in MASK_NAMES}
     return _finish(os.path.basename(path), torch.as_tensor(np.asarray(raw["edge_index"])), x,
-                   torch.as_tensor(np.asarray(raw["y"])), masks, num_classes, feature_format,
-                   cache_dir)
+                   torch.as_tensor(np.asarray(raw["y"])), masks, num_classes, feature_format)
 
 
 def _npz_row_blocks(path: str, member: str, chunk_rows: int) -> Iterator[np.ndarray]:

@@ -51,7 +51,7 @@ def test_reduce_features_projects_every_store_like_numpy(store_format, tmp_path)
     masks = {m: np.arange(600) % 3 == i for i, m in
              enumerate(("train_mask", "val_mask", "test_mask"))}
     raw = _finish("lowrank", ring, x, np.arange(600) % 3, masks, 3,
-                  "dense" if store_format == "mmap" else store_format, str(tmp_path))
+                  "dense" if store_format == "mmap" else store_format)
     if store_format == "mmap":     # a prepared directory: the projection is written beside it
         from gnnzero.data.prepared import open_prepared, prepare, source_from_dataset
 

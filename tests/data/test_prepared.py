@@ -51,7 +51,7 @@ def test_low_precision_dense_storage_reads_back_as_torch_rounds(storage, torch_d
     ring = np.stack([np.arange(500), (np.arange(500) + 1) % 500])
     masks = {m: np.arange(500) % 3 == i for i, m in enumerate(("train_mask", "val_mask",
                                                                 "test_mask"))}
-    dense = _finish("x", ring, x, np.arange(500) % 4, masks, 4, "dense", None)
+    dense = _finish("x", ring, x, np.arange(500) % 4, masks, 4, "dense")
     out = _prepare(tmp_path, dense, storage=storage, sparse=False)
     assert (out / "x.npy").stat().st_size < x.nbytes * 0.6
     back = open_prepared(str(out)).features.rows(torch.arange(500))
