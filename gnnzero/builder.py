@@ -14,9 +14,8 @@ from .models import build_model as _build_model
 def build_dataset(cfg: RunConfig) -> GraphDataset:
     """The run's dataset from local files or the generator, features reduced by PCA if asked."""
     d = cfg.data
-    shape = {k: v for k, v in d.synthetic_options().items() if k != "num_nodes"}
     dataset = load_dataset(d.dataset, d.data_root, d.num_nodes, cfg.train.seed, d.feature_store,
-                           d.cache_dir, **shape)
+                           d.cache_dir, **d.synthetic_shape())
     if d.pca_components:
         dataset = reduce_features(dataset, d.pca_components, seed=cfg.train.seed)
     return dataset

@@ -72,22 +72,14 @@ def run_prepare(data: DataConfig, options: PrepareOptions) -> dict:
     def source():
         if data.dataset.endswith((".pt", ".npz")):
             return user_file_source(data.dataset)
-        shape = {k: v for k, v in data.synthetic_options().items() if k != "num_nodes"}
         return source_from_dataset(load_in_memory(data.dataset, data.data_root, data.num_nodes,
-                                                  options.seed, **shape))
+                                                  options.seed, **data.synthetic_shape()))
 
     start = time.perf_counter()
     num_parts = tuple(options.num_parts or ())
     built = prepare(options.out, source, storage=options.feature_dtype,
                     sparse=LAYOUTS[data.feature_store], num_parts=num_parts)
     manifest = read_manifest(options.out)
-    if not built and num_parts:     # an existing directory: add the part counts it lacks
-        from .data.partition import load_partition
-        from .data.prepared import open_prepared
-
-        dataset = open_prepared(options.out)
-        for parts in num_parts:
-            load_partition(dataset.topology, parts, dataset.info["partitions_dir"])
     print(json.dumps({"out": options.out, "prepared_by_this_call": built,
                       "seconds": round(time.perf_counter() - start, 2),
                       "num_nodes": manifest["num_nodes"], "num_edges": manifest["num_edges"],

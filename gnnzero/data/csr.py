@@ -108,17 +108,3 @@ def induced_subgraph(topology: Topology, nodes: np.ndarray,
     keep = local >= 0
     return torch.from_numpy(np.stack([local[keep], target_pos[keep]]))
 
-
-def lookup_local(nodes: np.ndarray):
-    """``local_of`` for :func:`induced_subgraph` by binary search over the sorted ids."""
-    nodes = np.asarray(nodes, dtype=np.int64)
-    order = np.argsort(nodes, kind="stable")
-    sorted_nodes = nodes[order]
-
-    def local_of(sources: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(sorted_nodes, sources)
-        pos = np.minimum(pos, max(sorted_nodes.size - 1, 0))
-        hit = sorted_nodes[pos] == sources if sorted_nodes.size else np.zeros(sources.size, bool)
-        return np.where(hit, order[pos], -1)
-
-    return local_of

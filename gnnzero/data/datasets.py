@@ -236,17 +236,23 @@ def load_user_file(path: str, feature_format: str = "auto") -> GraphDataset:
                    torch.as_tensor(np.asarray(raw["y"])), masks, num_classes, feature_format)
 
 
+def _npz_header(path: str, member: str, handle) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the ``.npy`` member open in ``handle`` (read past its header)."""
+    version = np.lib.format.read_magic(handle)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, fortran, dtype = read_header(handle)
+    if fortran or len(shape) != 2:
+        raise GnnZeroError(f"{path}: {member} must be a C-ordered 2-d array, got shape "
+                           f"{shape}{' (Fortran order)' if fortran else ''}")
+    return shape, dtype
+
+
 def _npz_row_blocks(path: str, member: str, chunk_rows: int) -> Iterator[np.ndarray]:
     """Row blocks of the 2-d array ``member`` of an ``.npz``, read from the zip stream (never
     the whole array: ``np.load`` has no memory map for archives)."""
     with zipfile.ZipFile(path) as archive, archive.open(f"{member}.npy") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(handle)
-        if fortran or len(shape) != 2:
-            raise GnnZeroError(f"{path}: {member} must be a C-ordered 2-d array, got shape "
-                               f"{shape}{' (Fortran order)' if fortran else ''}")
+        shape, dtype = _npz_header(path, member, handle)
         row_bytes = shape[1] * dtype.itemsize
         for start in range(0, shape[0], chunk_rows):
             rows = min(chunk_rows, shape[0] - start)
@@ -266,9 +272,7 @@ def user_file_source(path: str, chunk_rows: int = 65_536):
         if "x" not in names:
             return source_from_dataset(load_user_file(path), chunk_rows)
         with zipfile.ZipFile(path) as archive, archive.open("x.npy") as handle:
-            version = np.lib.format.read_magic(handle)
-            shape = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                     else np.lib.format.read_array_header_2_0)(handle)[0]
+            shape = _npz_header(path, "x", handle)[0]
         blocks = lambda: _npz_row_blocks(path, "x", chunk_rows)  # noqa: E731
     else:
         raw = torch.load(path, weights_only=False, mmap=True)
@@ -357,9 +361,9 @@ def load_dataset(name: str, data_root: Optional[str] = None, num_nodes: int = 20
     prepared into ``cache_dir`` -- once per node: concurrent ranks wait for one copy --
     and then mapped, so the ranks of a node share its pages.
     """
-    check_dataset_source(name, data_root)
     if os.path.isdir(name):
-        return open_prepared(name)
+        return open_prepared(name)      # what check_dataset_source would do for a directory
+    check_dataset_source(name, data_root)
     unknown = set(synthetic) - set(SYNTHETIC_OPTIONS)
     if unknown:
         raise TypeError(f"unknown synthetic options {sorted(unknown)}")

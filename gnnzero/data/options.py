@@ -51,6 +51,10 @@ class DataConfig:
                 "words_per_node": self.words_per_node, "num_classes": self.num_classes,
                 "num_features": self.num_features}
 
+    def synthetic_shape(self) -> dict:
+        """:meth:`synthetic_options` but the node count (the loaders take it separately)."""
+        return {k: v for k, v in self.synthetic_options().items() if k != "num_nodes"}
+
 
 @dataclass(kw_only=True)
 class LoaderOptions:

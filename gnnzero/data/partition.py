@@ -30,7 +30,7 @@ from torch_geometric.data import Data
 
 from ..errors import GnnZeroError
 from ..utils.once import build_once
-from .csr import Topology, index_dtype, induced_subgraph
+from .csr import INT32_MAX, Topology, index_dtype, induced_subgraph
 from .validate import validate_num_parts
 
 PART_FILES = ("part", "nodes", "offsets", "position")
@@ -41,7 +41,7 @@ def symmetric_csr(topology: Topology) -> tuple[np.ndarray, np.ndarray]:
     n = topology.num_nodes
     ones = np.ones(topology.num_edges, dtype=np.int8)
     # int32 index arrays while they fit: scipy would upcast a mixed pair to int64 copies.
-    small = 2 * topology.num_edges < np.iinfo(np.int32).max
+    small = 2 * topology.num_edges < INT32_MAX
     index = np.int32 if small else np.int64
     adj = sp.csr_matrix((ones, np.asarray(topology.indices, dtype=index),
                          np.asarray(topology.indptr, dtype=index)), shape=(n, n))

@@ -96,6 +96,12 @@ def _check_block(block, start: int) -> None:
                            f"clean or impute the features first")
 
 
+def _check_row_count(rows: int, num_nodes: int) -> None:
+    if rows != num_nodes:
+        raise GnnZeroError(f"x has {rows} rows but the graph has {num_nodes} nodes; give one "
+                           f"feature row per node")
+
+
 def _write_dense(folder: str, source: GraphSource, storage: str) -> None:
     n, f = source.topology.num_nodes, source.num_features
     out = np.lib.format.open_memmap(os.path.join(folder, "x.npy"), mode="w+",
@@ -108,9 +114,7 @@ def _write_dense(folder: str, source: GraphSource, storage: str) -> None:
         row += block.shape[0]
         out.flush()        # dirty pages go to disk block by block: RSS stays one block
     del out
-    if row != n:
-        raise GnnZeroError(f"x has {row} rows but the graph has {n} nodes; give one feature "
-                           f"row per node")
+    _check_row_count(row, n)
 
 
 def _write_sparse(folder: str, source: GraphSource, storage: str) -> None:
@@ -122,9 +126,7 @@ def _write_sparse(folder: str, source: GraphSource, storage: str) -> None:
         block = sp.csr_matrix(block)
         counts[row:row + block.shape[0]] = np.diff(block.indptr)
         row += block.shape[0]
-    if row != n:
-        raise GnnZeroError(f"x has {row} rows but the graph has {n} nodes; give one feature "
-                           f"row per node")
+    _check_row_count(row, n)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     del counts
@@ -217,7 +219,8 @@ def prepare(out: str, source_factory: Callable[[], GraphSource],
     """Prepare ``out`` once (True if this call wrote it); concurrent callers get one copy.
 
     The manifest is written before the partitions (both inside the temporary folder), so
-    METIS runs after the source's arrays are freed."""
+    METIS runs after the source's arrays are freed; partitions an existing directory lacks
+    are added to it."""
     out = os.path.abspath(out)
     if os.path.exists(out) and not is_prepared(out):
         raise GnnZeroError(f"--out {out} exists but is not a prepared directory (no {MANIFEST}); "
@@ -227,7 +230,10 @@ def prepare(out: str, source_factory: Callable[[], GraphSource],
         write_prepared(tmp, source_factory(), num_parts=num_parts, **options)
         _partition(tmp, num_parts)
 
-    return build_once(out, build, "preparing the graph", is_complete=is_prepared)
+    built = build_once(out, build, "preparing the graph", is_complete=is_prepared)
+    if not built:               # an existing directory: add the part counts it lacks
+        _partition(out, num_parts)
+    return built
 
 
 # ----------------------------------------------------------------------------- reading

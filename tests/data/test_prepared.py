@@ -227,3 +227,12 @@ def test_a_dense_user_file_is_prepared_without_holding_its_features(tmp_path, su
     assert torch.equal(mapped.features.rows(torch.arange(n)), torch.from_numpy(x))
     assert np.array_equal(mapped.topology.indices, reference.topology.indices)
     assert torch.equal(mapped.y, reference.y)
+
+
+def test_preparing_an_existing_directory_adds_only_the_missing_partitions(graph, tmp_path):
+    out = _prepare(tmp_path, graph, num_parts=(4,))
+    first = (out / "parts" / "metis_4" / "part.npy").stat().st_mtime_ns
+    assert not prepare(str(out), lambda: pytest.fail("an existing directory is not rebuilt"),
+                       num_parts=(4, 6))
+    assert (out / "parts" / "metis_6" / "meta.json").exists()
+    assert (out / "parts" / "metis_4" / "part.npy").stat().st_mtime_ns == first
