@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="3 tiny configurations (< 3 min)")
     p.add_argument("--scaling", action="store_true", help="graph-size sweep (benchmarks/scaling.py)")
+    p.add_argument("--paired", action="store_true",
+                   help="alternated DeepSpeed / plain pairs per configuration, throughput "
+                        "ratios (benchmarks/paired.py)")
+    p.add_argument("--repeats", type=int, default=3, help="--paired: pairs per configuration")
+    p.add_argument("--extra", default="",
+                   help="further launch/train.py flags for every run, e.g. "
+                        "\"--prefetch-batches 0\"")
     p.add_argument("--plan", choices=["grid", "cpu-moderate"], default="grid",
                    help="grid = the cross product of the lists below")
     p.add_argument("--stages", type=_csv, default=list(STAGES))
@@ -103,7 +110,7 @@ def main(argv=None) -> int:
         return 2
     work = Workload(args.dataset, args.data_root, args.num_nodes, args.avg_degree, args.arch,
                     args.hidden or Workload.hidden, args.layers, args.lowrank_rank, args.epochs,
-                    args.batch_size)
+                    args.batch_size, tuple(args.extra.split()))
     if args.smoke:
         configs = SMOKE_CONFIGS
         work = Workload(args.dataset, args.data_root, 1500, None, "sage", 32, 3, 8, 1, 300)
@@ -112,6 +119,10 @@ def main(argv=None) -> int:
     else:
         configs = grid(args.stages, args.precisions, args.worlds, args.loaders, args.models, cuda,
                        args.checkpointing)
+    if args.paired:
+        from paired import run_paired
+
+        return run_paired(configs, work, args.repeats, tag, results, work_dir, args.timeout)
     return sweep(configs, work, tag, results, work_dir, args.timeout)
 
 

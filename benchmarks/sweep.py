@@ -154,11 +154,17 @@ def run_config(config: BenchConfig, work: Workload, out: Path, port: int,
 
 def run_baseline(config: BenchConfig, work: Workload, out: Path,
                  timeout: int) -> tuple[Optional[dict], str]:
-    """benchmarks/baseline.py on the same model and batches (fp32, one process)."""
-    base = BenchConfig("0", "fp32", 1, config.loader, config.model)
-    run_dir = out / "runs" / f"baseline_{config.loader}_{config.model}"
+    """benchmarks/baseline.py on the same model and batches (fp32; on ``config.world_size``
+    ranks under DDP, launched like DeepSpeed, when that is more than one)."""
+    world = config.world_size
+    base = BenchConfig("0", "fp32", world, config.loader, config.model)
+    suffix = f"_w{world}" if world > 1 else ""
+    run_dir = out / "runs" / f"baseline_{config.loader}_{config.model}{suffix}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "benchmarks/baseline.py", *train_flags(base, work, run_dir, out / "cache")]
+    flags = train_flags(base, work, run_dir, out / "cache")
+    cmd = ([_deepspeed_bin(), "--num_gpus", str(world), "--master_port", str(free_port()),
+            "benchmarks/baseline.py", *flags] if world > 1
+           else [sys.executable, "benchmarks/baseline.py", *flags])
     code, _ = launch(cmd, run_dir / "log.txt", timeout)
     return _read(run_dir, code), str(run_dir / "log.txt")
 

@@ -26,9 +26,11 @@ from .engine.evaluation import (FULL_GRAPH_EVAL_MAX_NODES, auto_eval_method, eva
                                 final_eval_method)
 from .engine.runtime import compute_dtype, device_type, parameter_fingerprint
 from .engine.state import RunState
+from .engine.loss_scale import current_scale
 from .engine.trainer import Trainer
 from .errors import GnnZeroError
 from .models import count_parameters, zero_model_state_bytes
+from .models.accounting import persistent_parameter_count
 from .observe.memory import peak_memory, reset_peak
 from .observe.metrics import assemble_metrics
 from .observe.monitor import TrainingMonitor
@@ -96,7 +98,9 @@ def _engine(cfg: RunConfig, model: torch.nn.Module, ds_config: dict, plain: bool
         model = model.to(device)
         return PlainEngine(model, optimizer_from_ds_config(model, ds_config),
                            int(ds_config.get("gradient_accumulation_steps", 1)),
-                           float(ds_config.get("gradient_clipping", 0.0) or 0.0))
+                           float(ds_config.get("gradient_clipping", 0.0) or 0.0),
+                           world_size=torch.distributed.get_world_size()
+                           if torch.distributed.is_initialized() else 1)
     from .engine.runtime import initialize_engine
 
     return initialize_engine(model, ds_config)[0]
@@ -107,10 +111,10 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
     ds_config = _resolved_ds_config(cfg, plain)
     check_dataset_source(cfg.data.dataset, cfg.data.data_root)
     check_output_dir(cfg.train.output_dir)
-    if plain:
+    if plain and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         rank, world = 0, 1
         device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    else:
+    else:  # DeepSpeed, or the baseline launched on several ranks (DDP, engine/plain.py)
         from .engine.runtime import init_distributed
 
         rank, world, device = init_distributed(cfg.local_rank)
@@ -147,7 +151,8 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
         meta=resume_meta(cfg, dataset, world, ds_config, engine.module), probe=probe,
         monitor=TrainingMonitor(engine, os.path.join(cfg.train.output_dir, "monitor"),
                                 cfg.train.monitor_every, rank),
-        state=RunState(), show=show, writes_checkpoints=not plain)
+        state=RunState(), show=show, writes_checkpoints=not plain,
+        prefetch_batches=0 if plain else cfg.train.prefetch_batches)
     if not plain:
         trainer.resume()
     if rank == 0:
@@ -174,7 +179,7 @@ def finalize(job: Job, totals, train_seconds: float) -> dict[str, Any]:
     final = evaluate(method, engine, job.dataset, device, trainer.dtype,
                      **trainer.eval_options(), show=job.rank == 0)
     trainer.monitor.close()
-    summed = dict(zip(totals.counts, all_reduce(list(totals.counts.values()), device)))
+    summed = dict(zip(totals.counts, all_reduce(list(totals.counts.values()))))
     per_rank = gather_objects({"rank": job.rank, **peak_memory(device), **trainer.probe.summary(),
                                "step_time_split_s": dict(totals.seconds),
                                "param_fingerprint": parameter_fingerprint(engine)})
@@ -184,6 +189,8 @@ def finalize(job: Job, totals, train_seconds: float) -> dict[str, Any]:
         precision, stage, offload = (precision_of(ds_config), zero_stage_of(ds_config),
                                      offload_of(ds_config))
         formula = zero_model_state_bytes(job.num_params, stage, job.world, precision,
+                                         persistent_params=persistent_parameter_count(
+                                             engine.module),
                                          offload_optimizer="optimizer" in offload).as_dict()
     metrics = assemble_metrics(
         engine_kind="plain-pyg" if job.plain else "deepspeed", final=final, state=trainer.state,
@@ -191,7 +198,7 @@ def finalize(job: Job, totals, train_seconds: float) -> dict[str, Any]:
         load_seconds=job.load_seconds, per_rank=per_rank, formula=formula, zero_stage=stage,
         precision=precision, offload=offload, world_size=job.world,
         num_parameters=job.num_params, optimizer_steps=engine.global_steps,
-        skipped_steps=int(engine.skipped_steps), dataset=job.dataset,
+        skipped_steps=int(engine.skipped_steps), loss_scale=current_scale(engine), dataset=job.dataset,
         loader_kind=job.cfg.loader.kind, steps_per_epoch=len(job.loader),
         config=job.cfg.as_dict(), ds_config=None if job.plain else ds_config,
         environment=run_environment(device), monitor=trainer.monitor.summary())

@@ -53,27 +53,26 @@ def test_resume_with_a_changed_setting_names_the_field(tmp_path, changed, field)
 
 
 @pytest.mark.e2e
-def test_baseline_runs_the_same_loop_as_deepspeed_zero0(tmp_path):
-    """Plain PyTorch (benchmarks/baseline.py) and DeepSpeed ZeRO-0 fp32 on the same batches,
-    with gradient accumulation and clipping: the same loss curve and accuracy."""
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO, subprocess_env
+@pytest.mark.parametrize("world", [1, 2])
+def test_baseline_runs_the_same_loop_as_deepspeed_zero0(tmp_path, world):
+    """Plain PyTorch (benchmarks/baseline.py: no prefetching; DDP on 2 ranks) and DeepSpeed
+    ZeRO-0 fp32 (batches prefetched in a background thread) on the same batches, with
+    gradient accumulation, clipping and dropout: the same loss curve and accuracy."""
+    from tests.helpers import run_deepspeed
 
     flags = ["--ds_config", "ds_configs/zero0.json", "--num-nodes", "800", "--hidden", "16",
              "--loader", "cluster", "--num-parts", "8", "--clusters-per-batch", "2",
              "--grad-accum", "2", "--grad-clip", "0.05", "--epochs", "2", "--no-checkpoint"]
     plain, ds = tmp_path / "plain", tmp_path / "ds"
     common = ["--cache-dir", str(tmp_path / "cache")]
-    proc = subprocess.run([sys.executable, "benchmarks/baseline.py", *flags, *common,
-                           "--output-dir", str(plain)], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert run_train(flags + common + ["--output-dir", str(ds)]).returncode == 0
+    for script, out in (("benchmarks/baseline.py", plain), ("launch/train.py", ds)):
+        proc = run_deepspeed(script, flags + common + ["--output-dir", str(out)],
+                             num_procs=world, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     a, b = read_metrics(plain), read_metrics(ds)
     assert a["engine"] == "plain-pyg" and b["engine"] == "deepspeed"
-    assert a["optimizer_steps"] == b["optimizer_steps"] == 4
+    assert a["world_size"] == b["world_size"] == world
+    assert a["optimizer_steps"] == b["optimizer_steps"] == 4 // world
     for (step_a, loss_a), (step_b, loss_b) in zip(a["loss_curve"], b["loss_curve"], strict=True):
         assert step_a == step_b
         assert loss_a == pytest.approx(loss_b, rel=1e-5)

@@ -35,6 +35,9 @@ class GraphLoader:
     """Base: ``epoch(e)`` yields this rank's batches; all ranks yield ``steps_per_epoch``."""
 
     steps_per_epoch: int = 1
+    # Batches come from the loader's own seeded generators, so a background thread may build
+    # them (engine/prefetch.py) without changing what the main thread's dropout draws.
+    prefetch_safe: bool = True
 
     def __init__(self, dataset: GraphDataset, opts: LoaderOptions, rank: int,
                  world_size: int, seed: int) -> None:
@@ -110,6 +113,8 @@ def _require_torch_sparse(what: str) -> None:
 class SaintLoader(GraphLoader):
     """PyG's GraphSAINT node / edge / random-walk samplers with cached normalisation."""
 
+    prefetch_safe = False  # PyG's samplers draw from torch's global RNG
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         _require_torch_sparse(f"--loader {self.opts.kind}")
@@ -162,6 +167,8 @@ class SaintLoader(GraphLoader):
 
 class NeighborSamplingLoader(GraphLoader):
     """PyG's ``NeighborLoader`` over this rank's shard of the training seeds."""
+
+    prefetch_safe = False  # the neighbour sampler draws from torch's global RNG
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -11,13 +11,17 @@ from torch import Tensor
 KEEP_FP32 = {"loss_weight", "node_norm", "edge_norm", "edge_weight"}
 
 
-def prepare_batch(batch, device: torch.device, dtype: torch.dtype):
+def prepare_batch(batch, device: torch.device, dtype: torch.dtype, non_blocking: bool = False):
     """Move a PyG ``Data``/``HeteroData`` to ``device`` and cast its floating tensors to ``dtype``.
 
     Without this, a bf16/fp16 engine fed fp32 features fails with "expected
     scalar type Float but found BFloat16" — the most reported DeepSpeed + PyG error.
+    ``non_blocking`` (for a CUDA side stream) copies from pinned host memory.
     """
-    batch = batch.to(device)
+    if non_blocking and device.type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    else:
+        batch = batch.to(device)
     for store in batch.stores:
         for key, value in store.items():
             if isinstance(value, Tensor) and value.is_floating_point() and key not in KEEP_FP32:

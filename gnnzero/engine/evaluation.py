@@ -153,7 +153,7 @@ def evaluate_layerwise(model, dataset: GraphDataset, device: torch.device,
         for i, name in enumerate(SPLITS.values()):
             mask = dataset.masks[name][ids]
             conf[i] += confusion_matrix(y[mask], pred[mask], c)
-    return _split_metrics(all_reduce_tensor(conf, device))
+    return _split_metrics(all_reduce_tensor(conf))
 
 
 # ------------------------------------------------------------------ sampled evaluation
@@ -191,7 +191,7 @@ def evaluate_sampled(engine, dataset: GraphDataset, num_nodes: int, device: torc
             pred = forward_batch(engine, sub)[:keep].argmax(dim=-1).cpu()
             correct[0] += float((pred == sub.y[:keep].cpu()).sum())
             correct[1] += keep
-    correct = all_reduce_tensor(correct, device)
+    correct = all_reduce_tensor(correct)
     engine.train(was_training)
     hits, total = int(correct[0]), int(correct[1])
     low, high = wilson_interval(hits, total, confidence)
@@ -242,7 +242,7 @@ def _evaluate_batches(model, dataset: GraphDataset, batches: Iterator, device: t
             mask = batch[mask_name].cpu() & count
             conf[i] += confusion_matrix(y[mask], pred[mask], c)
     model.train()
-    return _split_metrics(all_reduce_tensor(conf, device))
+    return _split_metrics(all_reduce_tensor(conf))
 
 
 def evaluate_full_graph(model, dataset: GraphDataset, device: torch.device,

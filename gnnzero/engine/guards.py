@@ -17,12 +17,14 @@ depends on the stage and precision:
 :func:`check_finite_gradients` makes every case the same: called on every rank
 after ``engine.backward(loss)`` at an accumulation boundary and before
 ``engine.step()``, it raises :class:`~gnnzero.errors.GnnZeroError` on all ranks
-together when any rank's gradient norm is not finite.
+together when any rank's gradient norm, or the loss it was given, is not finite.
+(fp16 is the exception: there an overflow is expected, and DeepSpeed's loss scaler
+skips the step and lowers the scale; :mod:`gnnzero.engine.loss_scale` reports it.)
 
 It is cheap: each rank takes the norm of the gradient data it already holds for
 the coming step (no gathering: under ZeRO-3 it reads the rank's own partition of
-every gradient), then one all-reduce of two numbers tells every rank how many
-ranks saw a bad value.  At the boundary DeepSpeed has already reduced the
+every gradient), then one all-reduce of three flags tells every rank how many
+ranks saw a bad value: one collective and one host sync per optimizer step.  At the boundary DeepSpeed has already reduced the
 gradients inside ``engine.backward`` (``DeepSpeedEngine._backward_epilogue`` ->
 ``allreduce_gradients``), so the data read here is exactly what ``step()`` will
 use.  (With DeepSpeed's ``"managed_gradient_accumulation": false`` the reduction moves
@@ -42,7 +44,6 @@ ZeRO-3                  ``grad_partitions_flat_buffer`` (offload:         own pa
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Optional
 
@@ -50,7 +51,8 @@ import torch
 from torch import Tensor
 
 from ..errors import GnnZeroError
-from ..utils.dist import all_reduce, rank_world
+from ..utils.dist import all_reduce_tensor, rank_world
+from . import loss_scale
 
 
 def _zero_optimizer_classes():
@@ -109,53 +111,55 @@ def _foreach_norms(tensors: list[Tensor]) -> list[Tensor]:
         return [torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]
 
 
-def local_gradient_norm(tensors: list[Tensor]) -> float:
-    """L2 norm of ``tensors`` taken as one vector, accumulated in fp32 as DeepSpeed does:
-    ``nan`` when a value is NaN, ``inf`` when one is infinite (or the norm overflows)."""
+def local_gradient_norm(tensors: list[Tensor]) -> Tensor:
+    """L2 norm of ``tensors`` taken as one vector, accumulated in fp32 as DeepSpeed does, as a
+    0-d tensor (no host sync): ``nan`` when a value is NaN, ``inf`` when one is infinite (or
+    the norm overflows)."""
     groups: dict[tuple, list[Tensor]] = defaultdict(list)
     for tensor in tensors:
         if tensor.numel():
             groups[(tensor.device, tensor.dtype)].append(tensor)
     if not groups:
-        return 0.0
+        return torch.zeros((), dtype=torch.float32)
     per_group = [torch.linalg.vector_norm(torch.stack(_foreach_norms(group)))
                  for group in groups.values()]
     first = per_group[0].device
-    return float(torch.linalg.vector_norm(torch.stack([n.to(first) for n in per_group])))
+    return torch.linalg.vector_norm(torch.stack([n.to(first) for n in per_group]))
 
 
-def check_finite_gradients(engine, step: int, epoch: int, device: torch.device,
-                           last_checkpoint: Optional[str]) -> None:
-    """Raise on every rank when any rank's gradient norm is NaN/inf, before ``engine.step()``.
+def check_finite_gradients(engine, step: int, epoch: int, last_checkpoint: Optional[str],
+                           loss: Optional[Tensor] = None) -> None:
+    """Raise on every rank when any rank's gradient norm (or ``loss``) is NaN/inf, before
+    ``engine.step()``.
 
     Call on every rank (it is a collective) after ``engine.backward(loss)``; between
     accumulation boundaries, where there is no step to guard, it returns at once on
     every rank alike.  ``step`` is the optimizer step about to be taken
-    (``engine.global_steps + 1``).  The message counts the ranks whose own gradient data
-    held the bad value: under ZeRO-0 that is every rank once the all-reduce has spread it;
-    under ZeRO-1/2/3 the owners of the affected partitions.
+    (``engine.global_steps + 1``); ``loss`` is the sum of this rank's (detached) micro-batch
+    losses since the last step: a non-finite loss has reached backward but, checked here,
+    never the weights.  One all-reduce of three flags and one host sync per optimizer step,
+    none per micro-step.  The message counts the ranks whose own gradient data held the
+    bad value: under ZeRO-0 that is every rank once the all-reduce has spread it; under
+    ZeRO-1/2/3 the owners of the affected partitions.
     """
-    if not engine.is_gradient_accumulation_boundary():
-        return
+    if not engine.is_gradient_accumulation_boundary() or loss_scale.fp16(engine):
+        return  # fp16: an overflow is the loss scaler's to skip (loss_scale.py), on all ranks
     norm = local_gradient_norm(local_gradients(engine))
-    bad_ranks, nan_ranks = all_reduce([0.0 if math.isfinite(norm) else 1.0,
-                                       1.0 if math.isnan(norm) else 0.0], device)
-    if not bad_ranks:
+    loss = torch.zeros((), device=norm.device) if loss is None else loss.detach().float()
+    flags = torch.stack([~torch.isfinite(norm), torch.isnan(norm),
+                         ~torch.isfinite(loss.to(norm.device))]).double()
+    bad_ranks, nan_ranks, bad_loss_ranks = all_reduce_tensor(flags).tolist()
+    if not (bad_ranks or bad_loss_ranks):
         return
     world = rank_world()[1]
+    fixes = ("last good checkpoint: {}; lower --lr, check the features for extreme values, or "
+             "set --grad-clip against large finite gradients (clipping does not repair inf/NaN)"
+             ).format(last_checkpoint or "none")
+    if bad_loss_ranks:
+        raise GnnZeroError(f"loss became non-finite before optimizer step {step} (epoch {epoch})"
+                           f" on {int(bad_loss_ranks)} of {world} rank(s); the step was not "
+                           f"applied; {fixes}")
     kind = "nan" if nan_ranks else "inf"
     raise GnnZeroError(
         f"gradient norm became {kind} at optimizer step {step} (epoch {epoch}) on "
-        f"{int(bad_ranks)} of {world} rank(s); the step was not applied; last good checkpoint: "
-        f"{last_checkpoint or 'none'}; lower --lr, check the features for extreme values, or "
-        f"set --grad-clip against large finite gradients (clipping does not repair inf/NaN)")
-
-
-def check_finite_loss(loss: float, step: int, epoch: int, device: torch.device,
-                      last_checkpoint: Optional[str]) -> None:
-    """Stop every rank together, before backward, when any rank's loss is NaN/inf."""
-    bad = all_reduce([0.0 if math.isfinite(loss) else 1.0], device)[0]
-    if bad:
-        raise GnnZeroError(f"loss became {loss} at optimizer step {step} (epoch {epoch}) on "
-                           f"{int(bad)} rank(s); last good checkpoint: {last_checkpoint or 'none'};"
-                           f" lower --lr, set --grad-clip, or check the features for extreme values")
+        f"{int(bad_ranks)} of {world} rank(s); the step was not applied; {fixes}")

@@ -170,7 +170,7 @@ class Scratch:
     a rank that cannot see rank 0's folder makes every rank refuse with one line.
     """
 
-    def __init__(self, folder: Optional[str], num_nodes: int, device: torch.device) -> None:
+    def __init__(self, folder: Optional[str], num_nodes: int) -> None:
         self.rank, self.world = rank_world()
         self.num_nodes = num_nodes
         self.owned = folder is None
@@ -182,8 +182,7 @@ class Scratch:
             os.makedirs(folder, exist_ok=True)
             open(os.path.join(folder, ".visible"), "w").close()
         barrier()
-        blind = all_reduce([0.0 if os.path.exists(os.path.join(folder, ".visible")) else 1.0],
-                           device)[0]
+        blind = all_reduce([0.0 if os.path.exists(os.path.join(folder, ".visible")) else 1.0])[0]
         if blind:
             raise GnnZeroError(f"{int(blind)} rank(s) cannot see the evaluation scratch folder "
                                f"{folder}; on several nodes put --eval-scratch-dir on storage "
@@ -273,7 +272,7 @@ def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
     bounds = [n * r // world for r in range(world + 1)]
     lo, hi = bounds[rank], bounds[rank + 1]
     chunks = _chunks(dataset.topology.indptr, bounds, rank, batch_size, LAYERWISE_EDGES)
-    scratch = Scratch(scratch_dir, n, device)
+    scratch = Scratch(scratch_dir, n)
     was_training = gnn.training
     gnn.eval()
     outputs: list[np.ndarray] = []

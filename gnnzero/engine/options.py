@@ -23,6 +23,10 @@ class TrainConfig:
                                "validation accuracy (0 = off; >= --eval-every)", low=0)
     monitor_every: int = setting(0, "optimizer steps between per-layer gradient/activation "
                                     "records in OUTPUT_DIR/monitor (0 = off)", low=0)
+    prefetch_batches: int = setting(2, "batches prepared ahead (sampled, gathered, cast, copied "
+                                       "to the device) in a background thread while the step "
+                                       "computes; 0 = inline.  saint-* and neighbor draw from "
+                                       "torch's global RNG and always prepare inline", low=0)
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -2,7 +2,9 @@
 
 The plain-PyG baseline runs the trainer's own loop through this adapter, so the
 two differ only in what DeepSpeed does: no ZeRO partitioning, no mixed precision,
-no collectives (a world of one).  Gradient accumulation and clipping follow
+no prefetching.  On several ranks it is what a user would write by hand: the model
+wrapped in torch's ``DistributedDataParallel`` (gradients averaged in backward),
+each rank on the same shard of batches a DeepSpeed rank gets.  Gradient accumulation and clipping follow
 DeepSpeed's definitions: the loss is divided by the accumulation steps and the
 global gradient norm is clipped before each optimizer step.
 """
@@ -26,21 +28,31 @@ def optimizer_from_ds_config(model: torch.nn.Module,
                weight_decay=params.get("weight_decay", 0.01))
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 class PlainEngine:
     """DeepSpeed-engine look-alike: ``backward``, ``step``, step counters, ``module``."""
 
-    world_size = 1
     skipped_steps = 0
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 gradient_accumulation_steps: int = 1, gradient_clipping: float = 0.0) -> None:
-        self.module, self.optimizer = model, optimizer
+                 gradient_accumulation_steps: int = 1, gradient_clipping: float = 0.0,
+                 world_size: int = 1) -> None:
+        self.module, self.optimizer, self.world_size = model, optimizer, world_size
+        self._forward = model
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
+            self._forward = DistributedDataParallel(model, device_ids=device_ids)
         self._accumulation, self._clip = gradient_accumulation_steps, gradient_clipping
         self.global_steps = self.micro_steps = 0
         self._grad_norm: Optional[float] = None
 
     def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        return self._forward(*args, **kwargs)
 
     def train(self, mode: bool = True) -> "PlainEngine":
         self.module.train(mode)
@@ -59,6 +71,8 @@ class PlainEngine:
         return (self.micro_steps + 1) % self._accumulation == 0
 
     def backward(self, loss: torch.Tensor) -> None:
+        # DDP all-reduces on every backward; like DeepSpeed's default, accumulation
+        # micro-steps are not kept local (no_sync), so the two communicate alike.
         (loss / self._accumulation).backward()
 
     def step(self) -> None:

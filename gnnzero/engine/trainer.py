@@ -8,31 +8,31 @@ lives in one :class:`RunState`, which every checkpoint saves whole.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from ..errors import GnnZeroError
 from ..models import forward_batch
 from ..observe.memory import peak_memory
 from ..observe.steps import StepStats
-from ..utils.dist import all_reduce
+from ..observe.steps import PhaseClock
+from ..utils.dist import all_reduce, all_reduce_tensor
 from . import checkpoint as ckpt
+from . import loss_scale
 from .batches import node_loss, prepare_batch
 from .evaluation import evaluate, evaluate_sampled
-from .guards import check_finite_gradients, check_finite_loss
+from .guards import check_finite_gradients
+from .prefetch import batch_stream
 from .options import CheckpointConfig, EvalConfig, TrainConfig
 from .selection import patience_exhausted
 from .state import RunState
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Trainer:
     state: RunState
     show: bool = False
     writes_checkpoints: bool = True
+    prefetch_batches: int = 0  # batches prepared ahead in a background thread (0: inline)
 
     @property
     def checkpoint_dir(self) -> str:
@@ -77,6 +78,7 @@ class Trainer:
                       flush=True)
             return
         self.state = RunState.from_dict(client["run_state"])
+        loss_scale.restore_scaler_state(self.engine, client.get("loss_scaler"))
         self.state.last_checkpoint = client["checkpoint_path"]
         if self.show:
             print(f"resumed from step {self.engine.global_steps} (epoch {self.state.epoch}, "
@@ -87,76 +89,105 @@ class Trainer:
         self.state.last_saved_step = self.engine.global_steps
         self.state.last_checkpoint = ckpt.save(
             self.engine, self.checkpoint_dir, self.engine.global_steps,
-            {"run_state": self.state.as_dict()}, self.meta, self.checkpoint.keep_checkpoints)
+            {"run_state": self.state.as_dict(), "loss_scaler": loss_scale.scaler_state(self.engine)},
+            self.meta, self.checkpoint.keep_checkpoints)
 
     def _saves(self) -> bool:
         return self.writes_checkpoints and not self.checkpoint.no_checkpoint
 
     # ------------------------------------------------------------------------ steps
 
-    def _step(self, batch, epoch: int) -> tuple[Any, float, dict[str, float]]:
-        """One micro-step on ``batch``; returns the prepared batch, its loss and phase seconds."""
-        engine, device = self.engine, self.device
-        t0 = time.perf_counter()
-        batch = prepare_batch(batch, device, self.dtype)
+    def _batches(self, epoch: int, start: int):
+        """This epoch's batches on the device, prepared ahead when the loader allows it."""
+        depth = self.prefetch_batches if getattr(self.loader, "prefetch_safe", False) else 0
+        prepare = functools.partial(prepare_batch, device=self.device, dtype=self.dtype,
+                                    non_blocking=depth > 0)
+        return batch_stream(self.loader.epoch(epoch, start=start), prepare, depth, self.device)
+
+    def _step(self, batch, epoch: int, clock: PhaseClock) -> Tensor:
+        """One micro-step on a prepared ``batch``; returns its loss, detached, on the device.
+
+        No host sync and no collective between accumulation boundaries: the loss stays a
+        tensor, and its finiteness is checked with the gradients', in one all-reduce
+        before ``engine.step()`` (guards.py).
+        """
+        engine = self.engine
         self.probe.begin_step(batch)
         self.monitor.start_forward(engine.global_steps + 1)
-        t1 = time.perf_counter()
+        clock.lap()
         with self.probe.forward():
             loss = node_loss(forward_batch(engine, batch), batch)
-        # Before backward: a NaN/inf loss never reaches the weights or a checkpoint.
-        loss_value = loss.item()  # one host sync per micro-step
-        check_finite_loss(loss_value, engine.global_steps + 1, epoch, device,
-                          self.state.last_checkpoint)
-        _sync(device)
-        t2 = time.perf_counter()
+        clock.lap()
         engine.backward(loss)
-        _sync(device)
-        t3 = time.perf_counter()
+        loss = loss.detach()
+        self._unchecked_loss = loss if self._unchecked_loss is None else self._unchecked_loss + loss
+        clock.lap()
         self.probe.after_backward()  # model states counted on the first 3 steps only
-        if engine.is_gradient_accumulation_boundary():  # all ranks: a collective under ZeRO
-            check_finite_gradients(engine, engine.global_steps + 1, epoch, device,
-                                   self.state.last_checkpoint)
+        if engine.is_gradient_accumulation_boundary():  # all ranks: a collective
+            check_finite_gradients(engine, engine.global_steps + 1, epoch,
+                                   self.state.last_checkpoint, loss=self._unchecked_loss)
+            self._unchecked_loss = None
             self.monitor.record_gradients(engine, engine.global_steps + 1)
         steps_before = engine.global_steps
-        engine.step()
-        _sync(device)
+        loss_scale.step(engine)
         self.probe.after_step()
         if engine.global_steps != steps_before:
             self.monitor.record_global_norm(engine, engine.global_steps)
-        t4 = time.perf_counter()
-        return batch, loss_value, {"sampling": t1 - t0, "forward": t2 - t1, "backward": t3 - t2,
-                            "optimizer": t4 - t3}
+        clock.lap()
+        return loss
+
+    def _flush_losses(self) -> None:
+        """Append the steps' mean losses over ranks to the loss curve: one all-reduce for all
+        the steps since the last flush (every rank flushes at the same steps)."""
+        if not self._pending_losses:
+            return
+        steps, losses = zip(*self._pending_losses)
+        means = all_reduce_tensor(torch.stack(losses).double()).tolist()
+        world = self.engine.world_size
+        self.state.loss_curve.extend((step, mean / world) for step, mean in zip(steps, means))
+        self._pending_losses = []
 
     def train_epoch(self, epoch: int, start: int) -> tuple[StepStats, bool]:
         """One epoch from batch ``start``; returns its statistics and whether max_steps hit."""
         engine, stats, step_losses = self.engine, StepStats(), []
+        clock = PhaseClock(self.device)
+        self._unchecked_loss, self._pending_losses = None, []
         engine.train()
-        batches = self.loader.epoch(epoch, start=start)
         bar = tqdm(total=len(self.loader), initial=start, desc=f"epoch {epoch}",
                    disable=not self.show, leave=False, dynamic_ncols=True)
+        batches = self._batches(epoch, start)
+        stopped, shown = False, 0.0
         try:
             for index in range(start, len(self.loader)):
+                clock.start()
+                batch = next(batches)
                 steps_before = engine.global_steps
-                batch, loss, seconds = self._step(next(batches), epoch)
-                stats.add_step(batch, loss, seconds)
+                loss = self._step(batch, epoch, clock)
+                stats.add_step(batch, loss, {})
                 step_losses.append(loss)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
+                if self.show and time.monotonic() - shown > 1.0:  # rank 0's bar: a sync a second
+                    bar.set_postfix(loss=f"{float(loss):.4f}")
+                    shown = time.monotonic()
                 if engine.global_steps == steps_before:
                     continue  # still accumulating gradients
-                mean = all_reduce([sum(step_losses) / len(step_losses)], self.device)[0]
-                self.state.loss_curve.append((engine.global_steps, mean / engine.world_size))
+                self._pending_losses.append((engine.global_steps, torch.stack(step_losses).mean()))
                 step_losses = []
                 self.state.epoch, self.state.batch_in_epoch = epoch, index + 1
                 every = self.checkpoint.checkpoint_every
                 if every and self._saves() and engine.global_steps % every == 0:
+                    self._flush_losses()
                     self._save()
                 if self.train.max_steps and engine.global_steps >= self.train.max_steps:
-                    return stats, True
+                    stopped = True
+                    break
         finally:
+            batches.close()
             bar.close()
-        return stats, False
+        self._flush_losses()
+        clock.drain(stats)
+        stats.settle()
+        return stats, stopped
 
     # ---------------------------------------------------------------------- epochs
 
@@ -189,7 +220,7 @@ class Trainer:
             sv = entry["sampled_val"]
             val += f" [{sv['ci_low']:.3f}, {sv['ci_high']:.3f}] ({sv['total']} sampled)"
         print(f"epoch {entry['epoch']:3d}  loss {entry['loss']:.4f}{val}  time "
-              f"{entry['seconds']:.2f}s", flush=True)
+              f"{entry['seconds']:.2f}s{loss_scale.describe(entry)}", flush=True)
         if waited is not None:
             print(f"early stop after epoch {entry['epoch']}: no better validation accuracy for "
                   f"{waited} epochs (--patience {self.train.patience})", flush=True)
@@ -207,10 +238,11 @@ class Trainer:
             train_seconds += seconds
             start = 0
             totals.add(stats)
-            loss_sum, batches = all_reduce([stats.loss_sum, stats.counts["batches"]], self.device)
+            loss_sum, batches = all_reduce([stats.loss_sum, stats.counts["batches"]])
             entry = {"epoch": epoch, "loss": loss_sum / max(batches, 1), "seconds": seconds,
                      "peak_memory_bytes": all_reduce([peak_memory(self.device)["peak_bytes"]],
-                                                     self.device, "max")[0]}
+                                                     "max")[0],
+                     **loss_scale.epoch_entry(self.engine, self.state)}
             last = epoch == self.train.epochs - 1
             if (epoch + 1) % self.evaluation.eval_every == 0 or last or stopped:
                 self._validate(epoch, entry)

@@ -66,10 +66,14 @@ class ModelStateBytes:
 
 def zero_model_state_bytes(num_params: Union[int, nn.Module], stage: int, world_size: int = 1,
                            precision: str = "bf16", offload_optimizer: bool = False,
-                           offload_params: bool = False) -> ModelStateBytes:
+                           offload_params: bool = False,
+                           persistent_params: int = 0) -> ModelStateBytes:
     """Per-rank model-state bytes on the accelerator for a ZeRO ``stage`` (ZeRO paper formulas).
 
     ``num_params`` is a parameter count or a model (counted with ``count_parameters``).
+    ``persistent_params``: under ZeRO-3, the parameters DeepSpeed keeps whole on every
+    rank (``stage3_param_persistence_threshold``; :func:`persistent_parameter_count`);
+    their gradients and optimizer states are still partitioned.
     """
     if isinstance(num_params, nn.Module):
         num_params = count_parameters(num_params)
@@ -93,7 +97,8 @@ def zero_model_state_bytes(num_params: Union[int, nn.Module], stage: int, world_
     if stage >= 2:
         grads /= n
     if stage >= 3:
-        params /= n
+        persistent = float(min(max(persistent_params, 0), num_params))
+        params = p_bytes * (persistent + (psi - persistent) / n)
     if offload_optimizer:
         optim = 0.0
         if stage >= 2:
@@ -101,6 +106,13 @@ def zero_model_state_bytes(num_params: Union[int, nn.Module], stage: int, world_
     if offload_params:
         params = 0.0
     return ModelStateBytes(params, grads, optim)
+
+
+def persistent_parameter_count(module: nn.Module) -> int:
+    """Elements of the parameters ZeRO-3 marked persistent (``ds_persist``: not partitioned,
+    never gathered); 0 for a module outside ZeRO-3."""
+    return int(sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters()
+                   if getattr(p, "ds_persist", False)))
 
 
 def zero_memory_table(num_params: Union[int, nn.Module], world_size: int,

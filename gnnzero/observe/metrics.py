@@ -21,6 +21,7 @@ def assemble_metrics(*, engine_kind: str, final: dict, state: RunState, totals: 
                      load_seconds: float, per_rank: list[dict], formula: Optional[dict],
                      zero_stage: Optional[int], precision: str, offload: str, world_size: int,
                      num_parameters: int, optimizer_steps: int, skipped_steps: int,
+                     loss_scale: Optional[float],
                      dataset, loader_kind: str, steps_per_epoch: int, config: dict,
                      ds_config: Optional[dict], environment: dict,
                      monitor: Optional[dict]) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def assemble_metrics(*, engine_kind: str, final: dict, state: RunState, totals: 
         "memory": memory, "zero_stage": zero_stage, "precision": precision, "offload": offload,
         "world_size": world_size, "num_parameters": num_parameters,
         "optimizer_steps": optimizer_steps, "skipped_steps": skipped_steps,
+        "loss_scale": loss_scale,
         "loss_curve": state.loss_curve, "epochs": state.epoch_log,
         "best_val": best_validation_epoch(state.epoch_log),
         "early_stopped_epoch": state.early_stopped_epoch,

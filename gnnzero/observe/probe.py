@@ -24,7 +24,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from ..models.accounting import zero_model_state_bytes
+from ..models.accounting import persistent_parameter_count, zero_model_state_bytes
 from .activations import SavedTensorMeter, batch_bytes, batch_tensors
 from .host_memory import dataset_and_loader_host_bytes
 from .memory import begin_step_rss_window, end_step_rss_window, reset_step_peak
@@ -93,9 +93,12 @@ class MemoryProbe:
         per_category = {c: int(sum(d.values())) for c, d in self.states.items()}
         measured = sum(per_category[c] for c in FORMULA_CATEGORIES)
         on_host = sum(self.states[c].get("cpu", 0) for c in FORMULA_CATEGORIES)
-        full = zero_model_state_bytes(self.num_params, self.stage, self.world_size, self.precision)
+        persistent = persistent_parameter_count(self.module)
+        full = zero_model_state_bytes(self.num_params, self.stage, self.world_size, self.precision,
+                                      persistent_params=persistent)
         accel = zero_model_state_bytes(self.num_params, self.stage, self.world_size, self.precision,
-                                       offload_optimizer="optimizer" in self.offload)
+                                       offload_optimizer="optimizer" in self.offload,
+                                       persistent_params=persistent)
         out = {
             "model_state_bytes": {
                 "method": "tensors held by the engine/optimizer (distinct storages)",

@@ -69,6 +69,9 @@ def print_summary(metrics: dict[str, Any]) -> None:
         ("ZeRO stage / precision / offload",
          f"{metrics['zero_stage']} / {metrics['precision']} / {metrics['offload']}"),
         ("world size", str(metrics["world_size"])),
+        *([("fp16 skipped steps / final loss scale",
+            f"{metrics['skipped_steps']} of {metrics['optimizer_steps']} / "
+            f"{metrics['loss_scale']:g}")] if metrics.get("loss_scale") is not None else []),
         ("parameters", f"{metrics['num_parameters']:,}"),
         *([("model states per rank (ZeRO formula)",
             format_bytes(memory["zero_formula_model_state_bytes"]["total"]))]

@@ -2,7 +2,10 @@
 trainer and the plain-PyG baseline so both report throughput the same way."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+
+import torch
 
 PHASES = ("sampling", "forward", "backward", "optimizer")
 COUNTS = ("train_nodes", "batch_nodes", "batch_edges", "batches")
@@ -16,15 +19,21 @@ class StepStats:
     counts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0.0))
     loss_sum: float = 0.0
 
-    def add_step(self, batch, loss: float, phase_seconds: dict[str, float]) -> None:
-        """One micro-step: its batch (``loss_mask``, nodes, edges), loss and phase times."""
+    def add_step(self, batch, loss, phase_seconds: dict[str, float]) -> None:
+        """One micro-step: its batch (``loss_mask``, nodes, edges), loss (a float, or a 0-d
+        tensor summed without a host sync until :meth:`settle`) and phase times."""
         for phase, value in phase_seconds.items():
             self.seconds[phase] += value
-        self.counts["train_nodes"] += float(batch.loss_mask.sum())
+        self.counts["train_nodes"] += batch.loss_mask.sum()  # a device tensor until settle()
         self.counts["batch_nodes"] += batch.num_nodes
         self.counts["batch_edges"] += batch.edge_index.size(1)
         self.counts["batches"] += 1
         self.loss_sum += loss
+
+    def settle(self) -> None:
+        """Turn the tensor sums (loss, training nodes) into floats: one host sync."""
+        self.loss_sum = float(self.loss_sum)
+        self.counts = {key: float(value) for key, value in self.counts.items()}
 
     def add(self, other: "StepStats") -> None:
         for phase in PHASES:
@@ -40,3 +49,38 @@ class StepStats:
                 "batch_nodes_per_s": counts["batch_nodes"] / per,
                 "edges_per_s": counts["batch_edges"] / per,
                 "batches_per_s": counts["batches"] / per}
+
+
+class PhaseClock:
+    """The phase boundaries of each step, read without a per-step host sync.
+
+    On the CPU a boundary is ``time.perf_counter()``; on CUDA it is an event recorded
+    on the current stream, and the elapsed times are read once, in :meth:`drain`
+    (one synchronisation per epoch instead of one per phase of every step).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._steps: list[list] = []
+
+    def _now(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self) -> None:
+        self._steps.append([self._now()])
+
+    def lap(self) -> None:
+        self._steps[-1].append(self._now())
+
+    def drain(self, stats: StepStats) -> None:
+        """Add every finished step's phase seconds (the phases in ``PHASES`` order) to ``stats``."""
+        if self.cuda and self._steps:
+            torch.cuda.synchronize()
+        for marks in self._steps:
+            for phase, (a, b) in zip(PHASES, zip(marks, marks[1:])):
+                stats.seconds[phase] += (a.elapsed_time(b) / 1e3) if self.cuda else (b - a)
+        self._steps = []

@@ -85,3 +85,28 @@ def test_stage3_fp32_partitions_and_keeps_an_fp32_master_copy(one_rank_world):
     assert 4 * psi <= counted["master_params"] <= 4 * psi + 256
     assert 8 * psi <= counted["optimizer_states"] <= 8 * psi + 512
     assert counted["gradients"] >= 4 * psi
+
+
+def test_zero3_persistent_parameters_are_counted_as_deepspeed_marks_them(one_rank_world):
+    import deepspeed
+
+    from gnnzero.models import build_model
+    from gnnzero.models.accounting import persistent_parameter_count, zero_model_state_bytes
+
+    torch.manual_seed(0)
+    model = build_model("sage", 40, 96, 5, 2, dropout=0.0)
+    threshold = 500  # the biases (96, 5) and the 96 x 5 weights persist, the 40 x 96 ones not
+    expected = sum(p.numel() for p in model.parameters() if p.numel() <= threshold)
+    assert 0 < expected < sum(p.numel() for p in model.parameters())
+    config = {"train_micro_batch_size_per_gpu": 1, "steps_per_print": 10**9,
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+              "zero_optimization": {"stage": 3,
+                                    "stage3_param_persistence_threshold": threshold}}
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()),
+                                      config=config)
+    assert persistent_parameter_count(engine.module) == expected
+    # The formula on 4 ranks: persistent parameters whole on each, the rest in quarters.
+    psi = sum(p.ds_numel for p in engine.module.parameters())
+    bytes_ = zero_model_state_bytes(psi, 3, 4, "fp32", persistent_params=expected)
+    assert bytes_.params == 4 * (expected + (psi - expected) / 4)
+    assert bytes_.grads == 4 * psi / 4 and bytes_.optimizer == 8 * psi / 4

@@ -33,6 +33,7 @@ from gnnzero.engine.runtime import (compute_dtype, device_type, init_distributed
                                     initialize_engine)
 from gnnzero.errors import GnnZeroError
 from gnnzero.models import forward_batch
+from gnnzero.utils.dist import barrier, gather_objects
 
 
 def make_engine(case: Case, model: torch.nn.Module):
@@ -68,12 +69,6 @@ def train_steps(engine, case: Case, rank: int, start: int, stop: int,
     return losses
 
 
-def all_ranks(value):
-    out = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, value)
-    return out
-
-
 def meta_of(model: torch.nn.Module, case: Case, world: int) -> dict:
     return {"parameters": ckpt.parameter_shapes(model), "world_size": world,
             "zero_stage": case.stage}
@@ -88,7 +83,7 @@ def run_case(case: Case, rank: int, device) -> dict:
     engine = make_engine(case, build_case_model(case))
     t0 = time.perf_counter()
     losses = train_steps(engine, case, rank, 0, case.steps, device)
-    result = {"params": gathered_params(engine), "losses": all_ranks(losses),
+    result = {"params": gathered_params(engine), "losses": gather_objects(losses),
               "seconds": time.perf_counter() - t0, "skipped_steps": int(engine.skipped_steps)}
     release(engine)
     return result
@@ -118,7 +113,7 @@ def run_resume(case: Case, rank: int, world: int, device, root: str) -> dict:
             handle.truncate(100)
         with open(os.path.join(folder, "latest"), "w", encoding="utf-8") as handle:
             handle.write(f"step{RESUME_AT + 2}")
-    torch.distributed.barrier()
+    barrier()
     # A fresh process would start from different weights: prove the load replaces them.
     model = build_case_model(case, seed=SEED + 1)
     engine = make_engine(case, model)
@@ -126,7 +121,7 @@ def run_resume(case: Case, rank: int, world: int, device, root: str) -> dict:
     resumed_step = engine.global_steps
     second = train_steps(engine, case, rank, RESUME_AT, case.steps, device)
     result = {"params": gathered_params(engine), "resumed_step": resumed_step,
-              "losses": all_ranks(first + second), "client_note": client.get("note"),
+              "losses": gather_objects(first + second), "client_note": client.get("note"),
               "loaded_from": client["checkpoint_path"], "at_save": at_save,
               "folder": folder}
     release(engine)
@@ -190,7 +185,7 @@ def main() -> None:
             case, build_case_model(case), args.foreign_checkpoint, world))
     if rank == 0:
         torch.save(results, os.path.join(args.out_dir, f"results_w{world}.pt"))
-    torch.distributed.barrier()
+    barrier()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""Paired, alternated throughput runs: each configuration against the plain loop, in turn.
+
+    python benchmarks/run.py --paired --stages 0,1,2,3 --worlds 1,2 --repeats 3 --epochs 60
+
+Timings on a shared machine drift by tens of percent over minutes, so each
+DeepSpeed run is paired with a plain run (``benchmarks/baseline.py``: the trainer's
+loop through ``PlainEngine``, a plain ``torch.optim`` step, no prefetching; DDP on
+several ranks) made right beside it, on the same batches and world size, and the
+order inside a pair alternates (plain first, then DeepSpeed first, ...).  The figure
+is the ratio of training throughput (train nodes/s over the training seconds, which
+exclude start-up and the final evaluation) within each pair; the table gives every
+ratio and their median.  Output: ``paired_<tag>.jsonl`` and ``paired_<tag>.md``.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional
+
+from sweep import BenchConfig, Workload, free_port, run_baseline, run_config
+
+
+def _throughput(metrics: Optional[dict]) -> Optional[float]:
+    return None if metrics is None else metrics["throughput"]["train_nodes_per_s"]
+
+
+def _record(config: BenchConfig, repeat: int, order: str, ds: Optional[dict],
+            plain: Optional[dict]) -> dict:
+    ds_rate, plain_rate = _throughput(ds), _throughput(plain)
+    source = ds or plain or {}
+    return {
+        "config": config.name, "stage": config.stage, "precision": config.precision,
+        "world_size": config.world_size, "loader": config.loader, "model": config.model,
+        "repeat": repeat, "order": order,
+        "deepspeed_train_nodes_per_s": ds_rate, "plain_train_nodes_per_s": plain_rate,
+        "ratio": ds_rate / plain_rate if ds_rate and plain_rate else None,
+        "deepspeed_train_seconds": ds and ds["train_seconds"],
+        "plain_train_seconds": plain and plain["train_seconds"],
+        "deepspeed_split_s": ds and ds["memory"]["per_rank"][0].get("step_time_split_s"),
+        "plain_split_s": plain and plain["memory"]["per_rank"][0].get("step_time_split_s"),
+        "environment": source.get("environment", {}),
+    }
+
+
+def run_paired(configs: list[BenchConfig], work: Workload, repeats: int, tag: str,
+               results: Path, work_dir: Path, timeout: int) -> int:
+    """``repeats`` alternated pairs per configuration; write JSONL and markdown."""
+    records, failed = [], []
+    for config in configs:
+        for repeat in range(repeats):
+            plain_first = repeat % 2 == 0
+            out = work_dir / f"{config.name}_r{repeat}"
+            runs: dict[str, Optional[dict]] = {}
+            for side in (("plain", "deepspeed") if plain_first else ("deepspeed", "plain")):
+                if side == "plain":
+                    runs[side], log = run_baseline(config, work, out, timeout)
+                else:
+                    runs[side], log = run_config(config, work, out, free_port(), timeout)
+                if runs[side] is None:
+                    failed.append(f"{config.name} r{repeat} {side}: {log}")
+            record = _record(config, repeat, "plain first" if plain_first else "deepspeed first",
+                             runs["deepspeed"], runs["plain"])
+            records.append(record)
+            ratio = record["ratio"]
+            print(f"{config.name} r{repeat}: "
+                  f"{'failed' if ratio is None else f'{ratio:.3f}x'} "
+                  f"({record['deepspeed_train_seconds'] or 0:.1f} s vs "
+                  f"{record['plain_train_seconds'] or 0:.1f} s)", flush=True)
+    results.mkdir(parents=True, exist_ok=True)
+    jsonl, md = results / f"paired_{tag}.jsonl", results / f"paired_{tag}.md"
+    with open(jsonl, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    md.write_text(paired_markdown(records, work, tag), encoding="utf-8")
+    print(md.read_text(encoding="utf-8"))
+    for line in failed:
+        print(f"FAILED {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def paired_markdown(records: list[dict], work: Workload, tag: str) -> str:
+    env = next((r["environment"] for r in records if r["environment"]), {})
+    lines = [f"# Paired throughput `{tag}`: DeepSpeed over the plain loop, same batches",
+             "",
+             f"Workload: {work.dataset} {work.num_nodes:,} nodes, {work.arch} hidden "
+             f"{work.hidden} x {work.layers} layers, {work.epochs} epochs per run"
+             + (f", extra flags `{' '.join(work.extra)}`" if work.extra else "") + ".",
+             f"Device: {env.get('device', '?')}; torch {env.get('torch')}, DeepSpeed "
+             f"{env.get('deepspeed')}, commit {env.get('git_commit')}.",
+             f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+             "",
+             "Ratio = DeepSpeed train nodes/s over the plain run's, within each alternated "
+             "pair (training seconds only).",
+             "",
+             "| config | ratios per pair | median | DeepSpeed train s | plain train s |",
+             "|---|---|---|---|---|"]
+    by_config: dict[str, list[dict]] = {}
+    for record in records:
+        by_config.setdefault(record["config"], []).append(record)
+    for name, group in by_config.items():
+        ratios = [r["ratio"] for r in group if r["ratio"] is not None]
+        median = f"**{statistics.median(ratios):.2f}x**" if ratios else "failed"
+        ds_s = [r["deepspeed_train_seconds"] for r in group if r["deepspeed_train_seconds"]]
+        plain_s = [r["plain_train_seconds"] for r in group if r["plain_train_seconds"]]
+        lines.append(f"| {name} | {' / '.join(f'{x:.2f}' for x in ratios)} | {median} | "
+                     f"{' / '.join(f'{x:.1f}' for x in ds_s)} | "
+                     f"{' / '.join(f'{x:.1f}' for x in plain_s)} |")
+    return "\n".join(lines) + "\n"
