@@ -1,13 +1,16 @@
-"""Activation memory: bytes autograd saves during a forward pass for the backward pass.
+"""Activation memory: bytes a forward pass leaves alive for the backward pass.
 
-Method ``autograd_saved_tensors``: a ``torch.autograd.graph.saved_tensors_hooks``
-pack hook sees every tensor autograd keeps for backward; distinct storages are
-summed, leaving out parameters and the batch's own tensors (counted elsewhere).
-This is the activation memory held from forward to backward on any device; it
+Method ``live_after_forward``: while the forward runs, a ``TorchDispatchMode`` notes
+the storage of every tensor an operator returns (a weak reference and its size);
+when the forward returns, the storages still alive are what the backward pass
+needs, whoever holds them: tensors autograd saved, the inputs an activation
+checkpoint keeps to recompute from, the outputs a selective checkpoint caches.
+Parameters and the batch's own tensors are left out (counted elsewhere), as are
+storages freed during the forward (temporaries, ZeRO-3's released gathers).  It
 does not include the transient buffers of the backward pass itself (on CUDA the
-allocator peak, measured beside it, does).  With activation checkpointing the
-hook sees only what the checkpoint keeps (each layer's inputs), which is the point.
-PyTorch has no public CPU allocator counter, hence a hook rather than an allocator.
+allocator peak, measured beside it, does).  PyTorch has no public CPU allocator
+counter, and a saved-tensors hook cannot see what a checkpoint keeps, hence
+this.
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 def _key(tensor: torch.Tensor):
@@ -22,35 +28,46 @@ def _key(tensor: torch.Tensor):
     return str(tensor.device), storage.data_ptr(), storage.nbytes()
 
 
-class SavedTensorMeter:
-    """Sum the distinct storages saved for backward inside :meth:`recording`."""
+class _OutputStorages(TorchDispatchMode):
+    """Every storage an operator returns inside the mode: (device, pointer) -> (ref, bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storages: dict = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
+                device, ptr, nbytes = _key(tensor)
+                known = self.storages.get((device, ptr))
+                if nbytes and (known is None or known[0].expired()):  # a pointer reused
+                    self.storages[(device, ptr)] = (StorageWeakRef(tensor.untyped_storage()),
+                                                    nbytes)
+        return out
+
+
+class ActivationMeter:
+    """Bytes the block inside :meth:`recording` (a forward pass) leaves alive."""
 
     def __init__(self) -> None:
         self.last_bytes = 0
         self.peak_bytes = 0
 
     @contextmanager
-    def recording(self, exclude: Iterable[torch.Tensor] = ()) -> Iterator[None]:
-        """Count saved tensors in this block, except ``exclude`` and ``nn.Parameter`` storages."""
+    def recording(self, exclude: Iterable[torch.Tensor] = (),
+                  parameters: Iterable[torch.Tensor] = ()) -> Iterator[None]:
+        """Measure the forward inside; ``exclude`` (the batch) and ``parameters`` (read
+        when the block ends: ZeRO-3 gathers them during it) are not activations."""
         excluded = {_key(t)[:2] for t in exclude if isinstance(t, torch.Tensor)}
-        seen: set = set()
-        total = [0]
-
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            # A parameter, or a view of one (Linear saves ``weight.t()``), is not an activation.
-            if not isinstance(tensor, torch.nn.Parameter) and \
-                    not isinstance(tensor._base, torch.nn.Parameter) and \
-                    tensor.layout == torch.strided:
-                device, ptr, nbytes = _key(tensor)
-                if nbytes and (device, ptr) not in excluded and (device, ptr) not in seen:
-                    seen.add((device, ptr))
-                    total[0] += nbytes
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        tracker = _OutputStorages()
+        with tracker:
             yield
-        self.last_bytes = total[0]
-        self.peak_bytes = max(self.peak_bytes, total[0])
+        parameters = list(parameters)
+        excluded |= {_key(p.data)[:2] for p in parameters if isinstance(p, torch.Tensor)}
+        self.last_bytes = sum(nbytes for key, (ref, nbytes) in tracker.storages.items()
+                              if key not in excluded and not ref.expired())
+        self.peak_bytes = max(self.peak_bytes, self.last_bytes)
 
 
 def batch_tensors(batch) -> list[torch.Tensor]:

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from ..models.accounting import persistent_parameter_count, zero_model_state_bytes
-from .activations import SavedTensorMeter, batch_bytes, batch_tensors
+from .activations import ActivationMeter, batch_bytes, batch_tensors
 from .host_memory import dataset_and_loader_host_bytes
 from .memory import begin_step_rss_window, end_step_rss_window, reset_step_peak
 from .model_state import ALL_CATEGORIES, FORMULA_CATEGORIES, count_model_state_bytes
@@ -43,28 +43,36 @@ class MemoryProbe:
         self.steps = 0
         self.states: dict[str, dict[str, int]] = {c: {} for c in ALL_CATEGORIES}
         self.other_paths: list[str] = []
-        self.saved = SavedTensorMeter()
+        self.saved = ActivationMeter()
         self.batch_peak = 0
         self.cuda_step_start = 0
         self.cuda_activation_peak = 0
         self.host: dict[str, int] = {}
         self._batch: Optional[Any] = None
+        self._meter_this_step = True
 
     def record_host(self, dataset: Any, loader: Any) -> None:
         self.host = dataset_and_loader_host_bytes(dataset, loader)
 
     def begin_step(self, batch: Any) -> None:
         self._batch = batch
-        self.batch_peak = max(self.batch_peak, batch_bytes(batch))
+        size = batch_bytes(batch)
+        # The activations of one model grow with its batch: meter the first steps and
+        # every batch larger than all before it (the peak), not the steps in between,
+        # whose per-operator bookkeeping would slow training for nothing.
+        self._meter_this_step = self.steps < self.count_steps or size > self.batch_peak
+        self.batch_peak = max(self.batch_peak, size)
         self.cuda_step_start = reset_step_peak(self.device)
         begin_step_rss_window()
 
     @contextmanager
     def forward(self) -> Iterator[None]:
-        """Wrap the forward pass (and the loss) to count the tensors saved for backward."""
+        """Wrap the forward pass (and the loss) to count what it leaves alive for backward."""
+        if not self._meter_this_step:
+            yield
+            return
         exclude = batch_tensors(self._batch) if self._batch is not None else []
-        exclude += [p.data for p in self.module.parameters()]
-        with self.saved.recording(exclude):
+        with self.saved.recording(exclude, self.module.parameters()):
             yield
 
     def _count(self) -> None:
@@ -107,7 +115,7 @@ class MemoryProbe:
                 "on_host": on_host, "unclassified_paths": self.other_paths},
             "zero_formula_bytes": {"all_devices": full.as_dict(), "on_accelerator": accel.as_dict()},
             "model_state_measured_over_formula": measured / full.total if full.total else None,
-            "activation_bytes": {"method": "autograd_saved_tensors",
+            "activation_bytes": {"method": "live_after_forward",
                                  "peak": self.saved.peak_bytes},
             "batch_bytes_peak": self.batch_peak,
             "host_bytes": self.host,
