@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", action="store_true",
                    help="alternated DeepSpeed / plain pairs per configuration, throughput "
                         "ratios (benchmarks/paired.py)")
-    p.add_argument("--repeats", type=int, default=3, help="--paired: pairs per configuration")
+    p.add_argument("--repeats", type=int, default=4,
+                   help="--paired: pairs per configuration (even: both orders alike)")
     p.add_argument("--extra", default="",
                    help="further launch/train.py flags for every run, e.g. "
                         "\"--prefetch-batches 0\"")
