@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS  ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench gpu-wheels clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,40 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# Wheels that benchmarks/gpu_check.sh installs on the lent GPU machine, whose image (CPython 3.12,
+# torch, torch_geometric, numpy, scipy, msgpack, ninja, ...) reaches no registry.  Exactly the
+# versions in $(VENV), for CPython 3.12 / manylinux x86-64; DeepSpeed publishes no wheel, so
+# its sdist is built here (pure Python, ops JIT-compiled there).  Versions left from an
+# earlier .venv are removed: two of one package stop the install there.  COMMIT names the
+# checkout the wheels travel with (the GPU machine gets no .git).
+GPU_WHEELS      ?= .whl
+GPU_WHEEL_NAMES := deepspeed hjson pydantic pydantic-core annotated-types typing-inspection \
+                   typing-extensions pymetis ninja py-cpuinfo msgpack
+GPU_PLATFORM    := --only-binary=:all: --python-version 3.12 --implementation cp \
+                   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+                   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+                   --platform manylinux1_x86_64
+
+gpu-wheels: $(STAMP)
+	@mkdir -p $(GPU_WHEELS)
+	@set -e; for name in $(GPU_WHEEL_NAMES); do \
+	  version=$$($(PY) -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" $$name); \
+	  stem=$$(echo $$name | tr - _); \
+	  for old in $(GPU_WHEELS)/$$stem-*.whl; do \
+	    case $$old in $(GPU_WHEELS)/$$stem-$$version-*|"$(GPU_WHEELS)/$$stem-*.whl") ;; *) rm -v "$$old";; esac; \
+	  done; \
+	  if ls $(GPU_WHEELS)/$$stem-$$version-*.whl >/dev/null 2>&1; then continue; fi; \
+	  echo "$$name==$$version"; \
+	  if [ $$name = deepspeed ]; then \
+	    DS_BUILD_OPS=0 $(PIP) wheel -q --no-deps --no-build-isolation -w $(GPU_WHEELS) $$name==$$version; \
+	  else \
+	    $(PIP) download -q --no-deps $(GPU_PLATFORM) -d $(GPU_WHEELS) $$name==$$version; \
+	  fi; \
+	done
+	@{ git rev-parse --short HEAD; git status --porcelain --untracked-files=no | grep -q . \
+	   && echo "+ uncommitted changes" || true; } | paste -sd' ' > $(GPU_WHEELS)/COMMIT
+	@ls $(GPU_WHEELS)/*.whl | wc -l | xargs echo "wheels:"; du -ch $(GPU_WHEELS)/*.whl | tail -1
 
 clean:
 	rm -rf runs .cache .pytest_cache

@@ -202,6 +202,11 @@ def records(config: Optional[BenchConfig], metrics: dict, baseline: Optional[dic
             "model_state_bytes": states,
             "zero_formula_bytes": rank.get("zero_formula_bytes"),
             "model_state_measured_over_formula": rank.get("model_state_measured_over_formula"),
+            "model_state_accelerator_over_formula":
+                rank.get("model_state_accelerator_over_formula"),
+            "optimizer_steps": metrics.get("optimizer_steps"),
+            "skipped_steps": metrics.get("skipped_steps"),
+            "loss_scale": metrics.get("loss_scale"),
             "activation_bytes": rank.get("activation_bytes"),
             "batch_bytes_peak": rank.get("batch_bytes_peak"),
             "host_bytes": rank.get("host_bytes"),

@@ -156,7 +156,7 @@ def check_finite_gradients(engine, step: int, epoch: int, last_checkpoint: Optio
              "set --grad-clip against large finite gradients (clipping does not repair inf/NaN)"
              ).format(last_checkpoint or "none")
     if bad_loss_ranks:
-        raise GnnZeroError(f"loss became non-finite before optimizer step {step} (epoch {epoch})"
+        raise GnnZeroError(f"loss became non-finite at optimizer step {step} (epoch {epoch})"
                            f" on {int(bad_loss_ranks)} of {world} rank(s); the step was not "
                            f"applied; {fixes}")
     kind = "nan" if nan_ranks else "inf"

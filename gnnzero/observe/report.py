@@ -1,6 +1,7 @@
 """Run environment and the end-of-run summary table."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from typing import Any
@@ -11,6 +12,10 @@ from .memory import format_bytes
 
 
 def git_commit() -> str:
+    """The checkout's short commit; ``GNNZERO_GIT_COMMIT`` where there is no ``.git`` (a copy
+    sent to another machine)."""
+    if os.environ.get("GNNZERO_GIT_COMMIT"):
+        return os.environ["GNNZERO_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=5, check=False)
