@@ -15,6 +15,7 @@ with and without prefetching.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Callable, Iterator, Optional
@@ -99,6 +100,20 @@ def _record_stream(batch, stream) -> None:
         for value in store.values():
             if isinstance(value, torch.Tensor) and value.is_cuda:
                 value.record_stream(stream)
+
+
+def spare_cpu(device: torch.device) -> bool:
+    """Whether a prefetch thread would run beside the step rather than take its core.
+
+    On a GPU the step runs on the device and the host mostly waits: always.  On a CPU only
+    when this node's ranks, each with ``torch.get_num_threads()`` compute threads, leave a
+    core free (``LOCAL_SIZE``/``LOCAL_WORLD_SIZE`` from the deepspeed/torchrun launcher).
+    """
+    if device.type == "cuda":
+        return True
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) > local * torch.get_num_threads()
 
 
 def batch_stream(batches: Iterator, prepare: Callable, depth: int,

@@ -29,7 +29,7 @@ from . import loss_scale
 from .batches import node_loss, prepare_batch
 from .evaluation import evaluate, evaluate_sampled
 from .guards import check_finite_gradients
-from .prefetch import batch_stream
+from .prefetch import batch_stream, spare_cpu
 from .options import CheckpointConfig, EvalConfig, TrainConfig
 from .selection import patience_exhausted
 from .state import RunState
@@ -99,7 +99,8 @@ class Trainer:
 
     def _batches(self, epoch: int, start: int):
         """This epoch's batches on the device, prepared ahead when the loader allows it."""
-        depth = self.prefetch_batches if getattr(self.loader, "prefetch_safe", False) else 0
+        depth = (self.prefetch_batches if getattr(self.loader, "prefetch_safe", False)
+                 and spare_cpu(self.device) else 0)
         prepare = functools.partial(prepare_batch, device=self.device, dtype=self.dtype,
                                     non_blocking=depth > 0)
         return batch_stream(self.loader.epoch(epoch, start=start), prepare, depth, self.device)

@@ -75,3 +75,20 @@ def test_close_stops_the_worker_mid_epoch():
 def test_only_loaders_with_their_own_generators_are_prefetched():
     assert GraphLoader.prefetch_safe
     assert not SaintLoader.prefetch_safe and not NeighborSamplingLoader.prefetch_safe
+
+
+def test_prefetch_only_where_a_core_is_free(monkeypatch):
+    from gnnzero.engine import prefetch
+
+    monkeypatch.setattr(prefetch.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setenv("LOCAL_SIZE", "1")
+    assert prefetch.spare_cpu(CPU)            # one rank, one thread, two cores
+    monkeypatch.setenv("LOCAL_SIZE", "2")
+    assert not prefetch.spare_cpu(CPU)        # two ranks fill both cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # torchrun's name wins
+    assert prefetch.spare_cpu(CPU)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert not prefetch.spare_cpu(CPU)
+    assert prefetch.spare_cpu(torch.device("cuda", 0))  # the host waits on a GPU
