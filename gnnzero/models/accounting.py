@@ -72,8 +72,9 @@ def zero_model_state_bytes(num_params: Union[int, nn.Module], stage: int, world_
 
     ``num_params`` is a parameter count or a model (counted with ``count_parameters``).
     ``persistent_params``: under ZeRO-3, the parameters DeepSpeed keeps whole on every
-    rank (``stage3_param_persistence_threshold``; :func:`persistent_parameter_count`);
-    their gradients and optimizer states are still partitioned.
+    rank (``stage3_param_persistence_threshold``; :func:`persistent_parameter_count`),
+    each besides its partition, as DeepSpeed keeps both; their gradients and optimizer
+    states are still partitioned.
     """
     if isinstance(num_params, nn.Module):
         num_params = count_parameters(num_params)
@@ -97,8 +98,9 @@ def zero_model_state_bytes(num_params: Union[int, nn.Module], stage: int, world_
     if stage >= 2:
         grads /= n
     if stage >= 3:
+        # A persistent parameter keeps its full tensor besides its partition (ds_tensor).
         persistent = float(min(max(persistent_params, 0), num_params))
-        params = p_bytes * (persistent + (psi - persistent) / n)
+        params = p_bytes * (persistent + psi / n)
     if offload_optimizer:
         optim = 0.0
         if stage >= 2:

@@ -105,8 +105,8 @@ def test_zero3_persistent_parameters_are_counted_as_deepspeed_marks_them(one_ran
     engine, *_ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()),
                                       config=config)
     assert persistent_parameter_count(engine.module) == expected
-    # The formula on 4 ranks: persistent parameters whole on each, the rest in quarters.
+    # The formula on 4 ranks: every parameter's quarter, plus the persistent ones whole.
     psi = sum(p.ds_numel for p in engine.module.parameters())
     bytes_ = zero_model_state_bytes(psi, 3, 4, "fp32", persistent_params=expected)
-    assert bytes_.params == 4 * (expected + (psi - expected) / 4)
+    assert bytes_.params == 4 * (expected + psi / 4)
     assert bytes_.grads == 4 * psi / 4 and bytes_.optimizer == 8 * psi / 4
