@@ -209,6 +209,7 @@ def records(config: Optional[BenchConfig], metrics: dict, baseline: Optional[dic
             "loss_scale": metrics.get("loss_scale"),
             "activation_bytes": rank.get("activation_bytes"),
             "batch_bytes_peak": rank.get("batch_bytes_peak"),
+            "batch_x_layout": rank.get("batch_x_layout"),
             "host_bytes": rank.get("host_bytes"),
             "environment": metrics["environment"],
         }

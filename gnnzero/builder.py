@@ -18,6 +18,7 @@ def build_dataset(cfg: RunConfig) -> GraphDataset:
                            d.cache_dir, **d.synthetic_shape())
     if d.pca_components:
         dataset = reduce_features(dataset, d.pca_components, seed=cfg.train.seed)
+    dataset.sparse_batch_density = d.sparse_batch_density
     return dataset
 
 

@@ -32,12 +32,18 @@ from torch_geometric.data import Data
 
 from ..errors import GnnZeroError
 from .csr import Topology
-from .feature_store import FEATURE_STORES, MatrixFeatureStore
+from .feature_store import FEATURE_STORES, SPARSE_BATCH_DENSITY, MatrixFeatureStore
 from .prepared import FORMAT_VERSION, open_prepared, prepare, source_from_dataset
 from .synthetic import SyntheticSpec, make_synthetic_graph
 from .validate import validate_graph
 
 PLANETOID_NAMES = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
+# Shchur et al. 2018 graphs: --dataset name -> (PyG class, its name argument, raw file)
+GNN_BENCHMARK = {"amazon-computers": ("Amazon", "Computers", "amazon_electronics_computers.npz"),
+                 "amazon-photo": ("Amazon", "Photo", "amazon_electronics_photo.npz"),
+                 "coauthor-cs": ("Coauthor", "CS", "ms_academic_cs.npz"),
+                 "coauthor-physics": ("Coauthor", "Physics", "ms_academic_phy.npz")}
+TRAIN_PER_CLASS, VAL_PER_CLASS = 20, 30   # Shchur et al.'s split; the rest is test
 MASK_NAMES = ("train_mask", "val_mask", "test_mask")
 
 
@@ -53,6 +59,8 @@ class GraphDataset:
     features: MatrixFeatureStore
     num_classes: int
     info: dict[str, Any] = field(default_factory=dict)
+    # A sparse store's batch rows stay a torch CSR tensor below this density (0 = dense).
+    sparse_batch_density: float = SPARSE_BATCH_DENSITY
 
     @property
     def num_nodes(self) -> int:
@@ -88,9 +96,14 @@ class GraphDataset:
         """Content hash of the structure: the cache key for partitions and norms."""
         return self.topology.fingerprint()
 
+    def batch_features(self, n_id: torch.Tensor) -> torch.Tensor:
+        """Feature rows of ``n_id`` as a batch carries them: sparse (torch CSR) from a sparse
+        store below :attr:`sparse_batch_density`, else dense."""
+        return self.features.batch_rows(n_id, self.sparse_batch_density)
+
     def node_fields(self, n_id: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features, labels and masks of the nodes ``n_id`` (global ids)."""
-        out = {"x": self.features.rows(n_id), "y": self.y[n_id]}
+        out = {"x": self.batch_features(n_id), "y": self.y[n_id]}
         out.update({name: mask[n_id] for name, mask in self.masks.items()})
         return out
 
@@ -173,6 +186,62 @@ def load_planetoid(name: str, root: str, feature_format: str = "auto") -> GraphD
     return _finish(proper, data.edge_index, sp.csr_matrix(data.x.numpy()) if
                    feature_format in ("auto", "sparse") else data.x, data.y, masks,
                    int(data.y.max()) + 1, feature_format)
+
+
+def find_gnn_benchmark_raw(name: str, root: str) -> str:
+    """The raw ``.npz`` of gnn-benchmark graph ``name`` under ``root`` (``root/<file>``,
+    ``root/raw/<file>`` or PyG's ``root/<Name>/raw/<file>``)."""
+    _, proper, file = GNN_BENCHMARK[name]
+    candidates = [os.path.join(root, file), os.path.join(root, "raw", file),
+                  os.path.join(root, proper, "raw", file)]
+    found = next((c for c in candidates if os.path.isfile(c)), None)
+    if found is None:
+        raise GnnZeroError(f"--data-root {root} has no {file} (looked for {candidates[0]} and "
+                           f"{proper}/raw/{file}); point --data-root at the folder that holds it")
+    return found
+
+
+def per_class_split(y: torch.Tensor, num_classes: int, seed: int,
+                    train_per_class: int = TRAIN_PER_CLASS,
+                    val_per_class: int = VAL_PER_CLASS) -> dict[str, torch.Tensor]:
+    """Shchur et al.'s protocol: per class, ``train_per_class`` random training and
+    ``val_per_class`` validation nodes, all other nodes test; drawn from ``seed``.  A class
+    with fewer nodes fills training first.  (PyG's ``RandomNodeSplit`` draws the validation
+    set over all classes, not per class, hence this.)"""
+    rng = np.random.default_rng(seed)
+    masks = {k: torch.zeros(y.numel(), dtype=torch.bool) for k in MASK_NAMES}
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(y.numpy() == c))
+        masks["train_mask"][members[:train_per_class]] = True
+        masks["val_mask"][members[train_per_class:train_per_class + val_per_class]] = True
+    masks["test_mask"] = ~(masks["train_mask"] | masks["val_mask"])
+    return masks
+
+
+def load_gnn_benchmark(name: str, root: str, seed: int = 0,
+                       feature_format: str = "auto") -> GraphDataset:
+    """Amazon Computers/Photo or Coauthor CS/Physics through PyG's ``Amazon`` / ``Coauthor``
+    classes from the local raw ``.npz`` (never downloads): binary bag-of-words features,
+    undirected edges, the largest connected component, and :func:`per_class_split` of
+    ``seed``."""
+    import torch_geometric.datasets as pyg_datasets
+    from torch_geometric.transforms import LargestConnectedComponents
+
+    cls_name, proper, file = GNN_BENCHMARK[name]
+    raw = find_gnn_benchmark_raw(name, root)
+    tmp = tempfile.mkdtemp(prefix="gnnzero-gnn-benchmark-")
+    try:
+        os.makedirs(os.path.join(tmp, proper, "raw"))
+        shutil.copy(raw, os.path.join(tmp, proper, "raw", file))
+        data = getattr(pyg_datasets, cls_name)(tmp, proper)[0]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    data = LargestConnectedComponents()(data)
+    num_classes = int(data.y.max()) + 1
+    x = sp.csr_matrix(data.x.numpy()) if feature_format in ("auto", "sparse") else data.x
+    return _finish(name, data.edge_index, x, data.y, per_class_split(data.y, num_classes, seed),
+                   num_classes, feature_format, info={"split": f"{TRAIN_PER_CLASS}/"
+                                                      f"{VAL_PER_CLASS} per class, seed {seed}"})
 
 
 def load_ogb(name: str, root: str, feature_format: str = "auto") -> GraphDataset:
@@ -305,7 +374,7 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
     if os.path.isdir(name):
         open_prepared(name)     # a prepared directory: manifest and array headers checked
         return
-    if key in PLANETOID_NAMES or key.startswith("ogbn-"):
+    if key in PLANETOID_NAMES or key in GNN_BENCHMARK or key.startswith("ogbn-"):
         if not data_root:
             raise GnnZeroError(f"--dataset {name} needs --data-root pointing at local files "
                                f"(nothing is downloaded at run time)")
@@ -314,6 +383,8 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
                                f"that holds the {name} files")
         if key in PLANETOID_NAMES:
             find_planetoid_raw(PLANETOID_NAMES[key], data_root)
+        if key in GNN_BENCHMARK:
+            find_gnn_benchmark_raw(key, data_root)
         return
     if key.endswith((".pt", ".npz")) or os.path.sep in name:
         if not os.path.exists(name):
@@ -321,7 +392,8 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
                                f"synthetic, cora, citeseer, pubmed, ogbn-*")
         return
     raise GnnZeroError(f"unknown --dataset '{name}'; choose synthetic, cora, citeseer, pubmed, "
-                       f"ogbn-<name>, a prepared directory, or a path to a .pt/.npz file")
+                       f"{', '.join(GNN_BENCHMARK)}, ogbn-<name>, a prepared directory, or a "
+                       f"path to a .pt/.npz file")
 
 
 # Synthetic graphs from this size on are prepared and mapped even with --feature-store auto.
@@ -331,7 +403,8 @@ AUTO_PREPARE_NODES = 500_000
 def source_key(name: str, data_root: Optional[str], options: dict) -> dict:
     """What identifies a dataset's content before loading it (the prepared-cache key)."""
     key = {"dataset": name.lower(), "format_version": FORMAT_VERSION, **options}
-    if name.lower() in PLANETOID_NAMES or name.lower().startswith("ogbn-"):
+    if name.lower() in PLANETOID_NAMES or name.lower() in GNN_BENCHMARK or \
+            name.lower().startswith("ogbn-"):
         key["data_root"] = os.path.abspath(data_root)
     elif name.lower() != "synthetic":
         stat = os.stat(name)
@@ -374,7 +447,8 @@ def load_dataset(name: str, data_root: Optional[str] = None, num_nodes: int = 20
             raise GnnZeroError("--feature-store mmap prepares the graph into --cache-dir; give "
                                "one (or prepare it yourself with python -m gnnzero.prepare)")
         options = {"num_nodes": num_nodes, "seed": seed, **spec} \
-            if name.lower() == "synthetic" else {}
+            if name.lower() == "synthetic" else \
+            {"split_seed": seed} if name.lower() in GNN_BENCHMARK else {}
         out = prepared_cache_path(cache_dir, name, source_key(name, data_root, options))
         prepare(out, lambda: source_from_dataset(load_in_memory(
             name, data_root, num_nodes, seed, **spec)))
@@ -394,6 +468,8 @@ def load_in_memory(name: str, data_root: Optional[str], num_nodes: int, seed: in
         return load_synthetic(num_nodes, seed=seed, feature_format=feature_format, **spec)
     if key in PLANETOID_NAMES:
         return load_planetoid(key, data_root, feature_format)
+    if key in GNN_BENCHMARK:
+        return load_gnn_benchmark(key, data_root, seed, feature_format)
     if key.startswith("ogbn-"):
         return load_ogb(key, data_root, feature_format)
     return load_user_file(name, feature_format)  # check_dataset_source: a file

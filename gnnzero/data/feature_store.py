@@ -5,8 +5,9 @@ consume these directly; our Cluster-GCN / GraphSAINT path gathers each batch's
 rows by global node id through the same ``get_tensor`` call.
 
 * ``DenseFeatureStore``: torch tensors in RAM.
-* ``SparseFeatureStore``: scipy CSR matrices; only the gathered rows are made
-  dense, so memory is about ``nnz * (index + value)`` bytes.
+* ``SparseFeatureStore``: scipy CSR matrices, memory about ``nnz * (index + value)``
+  bytes; a batch's rows stay sparse (``batch_rows``) below a density threshold, else
+  only the gathered rows are made dense.
 * ``MmapFeatureStore``: ``.npy`` files memory-mapped from disk, read per batch,
   so features may be larger than RAM.
 """
@@ -21,6 +22,9 @@ import torch
 from torch_geometric.data.feature_store import FeatureStore, TensorAttr
 
 Key = tuple[Optional[str], str]
+# Below this density a sparse store's batch rows stay sparse (torch CSR): measured in
+# benchmarks/sparse_density.py, where the sparse first layer stops being faster.
+SPARSE_BATCH_DENSITY = 0.1
 
 
 def _key(attr: TensorAttr) -> Key:
@@ -85,6 +89,20 @@ class MatrixFeatureStore(FeatureStore):
         """Dense float rows ``index`` of feature matrix ``attr_name``."""
         return self.get_tensor(group_name=group_name, attr_name=attr_name, index=index)
 
+    def batch_rows(self, index: torch.Tensor, sparse_below: float = 0.0,
+                   attr_name: str = "x") -> torch.Tensor:
+        """Rows ``index`` for a batch: a torch CSR tensor when the store is sparse and the
+        rows' density is below ``sparse_below`` (0 = always dense), else dense float rows."""
+        if sparse_below > 0 and hasattr(self, "_gather_csr"):
+            rows = self._gather_csr(self._backend(TensorAttr(attr_name=attr_name)),
+                                    _as_numpy_index(index))
+            if rows.nnz < sparse_below * rows.shape[0] * rows.shape[1]:
+                from ..models.sparse_input import csr_tensor
+
+                return csr_tensor(rows)
+            return torch.from_numpy(rows.toarray())
+        return self.rows(index, attr_name)
+
     def shape(self, attr_name: str = "x", group_name: Optional[str] = None) -> tuple[int, ...]:
         return self.get_tensor_size(group_name=group_name, attr_name=attr_name)
 
@@ -126,6 +144,9 @@ class SparseFeatureStore(MatrixFeatureStore):
 
     def _gather(self, backend: sp.csr_matrix, index: Any) -> torch.Tensor:
         return torch.from_numpy(backend[index].toarray())
+
+    def _gather_csr(self, backend: sp.csr_matrix, index: Any) -> sp.csr_matrix:
+        return backend[index]
 
     def _backend_nbytes(self, backend: sp.csr_matrix) -> int:
         return backend.data.nbytes + backend.indices.nbytes + backend.indptr.nbytes
@@ -238,6 +259,10 @@ class MappedCSRFeatureStore(MatrixFeatureStore):
         self._store[(None, attr_name)] = _MappedCSR(*arrays, tuple(shape), storage)
 
     def _gather(self, backend: "_MappedCSR", index: Any) -> torch.Tensor:
+        return torch.from_numpy(self._gather_csr(backend, index).toarray())
+
+    def _gather_csr(self, backend: "_MappedCSR", index: Any) -> sp.csr_matrix:
+        """Rows ``index`` as a float32 scipy CSR matrix read from the mapped arrays."""
         from .csr import range_positions
 
         rows = np.arange(backend.shape[0])[index] if isinstance(index, slice) else \
@@ -245,12 +270,13 @@ class MappedCSRFeatureStore(MatrixFeatureStore):
         starts = np.asarray(backend.indptr[rows])
         lengths = np.asarray(backend.indptr[rows + 1]) - starts
         slots = range_positions(starts, lengths)
-        out = torch.zeros(rows.size, backend.shape[1])
-        values = as_float32(backend.data[slots], backend.storage)
-        cols = torch.from_numpy(np.asarray(backend.indices[slots], dtype=np.int64))
-        owner = torch.from_numpy(np.repeat(np.arange(rows.size), lengths))
-        out.index_put_((owner, cols), values, accumulate=True)
-        return out
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        values = as_float32(backend.data[slots], backend.storage).numpy()
+        matrix = sp.csr_matrix((values, np.asarray(backend.indices[slots]), indptr),
+                               shape=(rows.size, backend.shape[1]))
+        matrix.sum_duplicates()   # duplicate entries add up, as a dense gather would
+        return matrix
 
     def _backend_nbytes(self, backend: "_MappedCSR") -> int:
         return int(backend.indptr.nbytes + backend.indices.nbytes + backend.data.nbytes)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..utils.settings import check_settings, field_named, refuse, setting
+from .feature_store import SPARSE_BATCH_DENSITY
 from .synthetic import SyntheticSpec
 
 LOADER_KINDS = ("cluster", "saint-rw", "saint-node", "saint-edge", "neighbor", "full")
@@ -16,8 +17,9 @@ class DataConfig:
     """Which graph to train on and how its features are stored."""
 
     dataset: str = setting("synthetic", "the graph to train on",
-                           allowed="synthetic, cora, citeseer, pubmed, ogbn-<name>, a prepared "
-                                   "directory, or a .pt / .npz file")
+                           allowed="synthetic, cora, citeseer, pubmed, amazon-computers, "
+                                   "amazon-photo, coauthor-cs, coauthor-physics, ogbn-<name>, a "
+                                   "prepared directory, or a .pt / .npz file")
     data_root: Optional[str] = setting(None, "folder with local dataset files (nothing is "
                                              "downloaded)", allowed="a folder",
                                        none_means="synthetic or a file")
@@ -34,6 +36,10 @@ class DataConfig:
                                          "mapped), mmap = prepare the dataset into --cache-dir "
                                          "and map it; for prepare: the layout",
                                  choices=FEATURE_FORMATS)
+    sparse_batch_density: float = setting(
+        SPARSE_BATCH_DENSITY, "a sparse feature store's batches carry x as a torch sparse "
+        "tensor, multiplied sparse-dense by the first layer, while their density is below "
+        "this (0 = always dense batches)", low=0, high=1)
     cache_dir: str = setting(".cache/gnnzero", "prepared copies of named datasets, and METIS "
                                                "partitions / GraphSAINT norms of graphs not read "
                                                "from a prepared directory", allowed="a folder")

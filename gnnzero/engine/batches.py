@@ -18,8 +18,9 @@ def prepare_batch(batch, device: torch.device, dtype: torch.dtype, non_blocking:
     scalar type Float but found BFloat16" — the most reported DeepSpeed + PyG error.
     ``non_blocking`` (for a CUDA side stream) copies from pinned host memory.
     """
-    if non_blocking and device.type == "cuda":
-        batch = batch.pin_memory().to(device, non_blocking=True)
+    if non_blocking and device.type == "cuda":   # sparse x: copied as is (not pinned)
+        batch = batch.apply(lambda t: t.pin_memory() if t.layout == torch.strided else t)
+        batch = batch.to(device, non_blocking=True)
     else:
         batch = batch.to(device)
     for store in batch.stores:

@@ -31,6 +31,7 @@ from ..data.csr import Topology
 from ..data.datasets import GraphDataset
 from ..data.prepared import mapped_tensor
 from ..errors import GnnZeroError
+from ..models.sparse_input import is_sparse
 from ..utils.dist import all_reduce, barrier, gather_objects, rank_world
 
 LAYERWISE_BATCH = 4096        # most target nodes a chunk
@@ -247,8 +248,8 @@ def _takes_pairs(conv) -> bool:
 
 
 def _rows(dataset: GraphDataset, previous: Optional[np.ndarray], n_id: np.ndarray) -> Tensor:
-    if previous is None:
-        return dataset.features.rows(torch.from_numpy(n_id))
+    if previous is None:   # the first layer reads the features as batches carry them
+        return dataset.batch_features(torch.from_numpy(n_id))
     return torch.from_numpy(np.asarray(previous[n_id]))
 
 
@@ -288,7 +289,7 @@ def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
                 for a, b, keep in chunks:
                     n_id, edge_index, weight = graph.chunk(a, b)
                     x = _rows(dataset, previous, n_id).to(device=device, dtype=dtype)
-                    if bipartite[layer]:   # only the targets' outputs are computed
+                    if bipartite[layer] and not is_sparse(x):  # only the targets' outputs
                         x = (x, x[:b - a])
                     args = (x, edge_index.to(device)) + (() if weight is None else
                                                          (weight.to(device),))

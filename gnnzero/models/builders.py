@@ -22,6 +22,7 @@ from torch_geometric.nn import MLP
 from .convs import GATConvFp32, GCNConvFp32, GINConvWeighted, PinSAGEConv, SAGEConvWeighted
 from .importance import pinsage_neighbourhood
 from .lowrank import replace_linears_with_low_rank, share_linear_weights
+from .sparse_input import check_sparse_input, enable_sparse_input
 from .options import ARCHS, JK_MODES, NORMS, hidden_layer_indices
 
 
@@ -176,6 +177,8 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
     makes all hidden-to-hidden convolutions use one set of linear weights, owned
     once by ``model.shared_cores`` (nothing to share below 3 layers, or 2 with ``jk``).
     ``activation_checkpointing`` recomputes each convolution in the backward pass.
+    ``x`` may be a torch sparse tensor (CSR / COO): the first layer multiplies it
+    sparse-dense (:mod:`.sparse_input`), later layers are unchanged.
     ``edge_weight`` scales neighbour messages (GraphSAINT norms); ``pinsage`` uses it
     as importance or, without it, random-walk importance; ``gat`` ignores it.
     """
@@ -189,6 +192,7 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
         # factor, maps reading hidden activations a spectral init (see LowRankLinear).
         for i, conv in enumerate(model.convs):
             replace_linears_with_low_rank(conv, rank, in_channels if i == 0 else None)
+    enable_sparse_input(model, in_channels)   # before checkpointing wraps the convs
     if share_weights:
         shared = [model.convs[i] for i in hidden_layer_indices(num_layers, jk)]
         if len(shared) < 2:
@@ -209,6 +213,7 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
 def forward_batch(model: nn.Module, batch) -> Tensor:
     """Logits for a PyG batch, passing GraphSAINT's edge weights (``edge_weight`` or
     PyG's ``edge_norm``) when present."""
+    check_sparse_input(model, batch.x)
     edge_weight = getattr(batch, "edge_weight", None)
     if edge_weight is None:
         edge_weight = getattr(batch, "edge_norm", None)

@@ -19,6 +19,9 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import OptPairTensor, OptTensor  # noqa: F401  (read by propagate_type comments)
 from torch_geometric.utils import scatter
 
+from ..errors import GnnZeroError
+from .sparse_input import SPARSE_FIX, is_sparse, mlp_after_first_linear, require_linear_aggregation
+
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -75,11 +78,26 @@ class SAGEConvWeighted(Fp32AggregationMixin, SAGEConv):
             mean_weight = scatter(edge_weight.float(), target, dim=0, dim_size=num_targets,
                                   reduce="mean")
             edge_weight = edge_weight.float() / mean_weight[target].clamp(min=1e-12)
+        if is_sparse(x[0]):
+            return self._forward_sparse(x, edge_index, edge_weight)
         if self.project and hasattr(self, "lin"):
             x = (self.lin(x[0]).relu(), x[1])
         # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
         out = self.lin_l(self.propagate(edge_index, x=x, edge_weight=edge_weight))
         if self.root_weight and x[1] is not None:
+            out = out + self.lin_r(x[1])
+        return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
+
+    def _forward_sparse(self, x: tuple, edge_index: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
+        """First layer on sparse features: ``mean_j(x_j W_l) + b_l + W_r x_i`` (the mean of the
+        projected rows: both maps are linear, so this equals ``W_l mean_j(x_j) + b_l``)."""
+        require_linear_aggregation(self)
+        if self.project:
+            raise GnnZeroError(f"SAGEConv(project=True) cannot take sparse features; {SPARSE_FIX}")
+        size = (x[0].size(0), x[1].size(0))
+        out = self.lin_l(x[0], inner=lambda h: self.propagate(
+            edge_index, x=(h, None), edge_weight=edge_weight, size=size))
+        if self.root_weight:
             out = out + self.lin_r(x[1])
         return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
 
@@ -91,12 +109,25 @@ class GINConvWeighted(Fp32AggregationMixin, GINConv):
     """``GINConv`` with optional edge weights on the summed neighbour messages."""
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
+        if is_sparse(x):
+            return self._forward_sparse(x, edge_index, edge_weight)
         x = (x, x) if isinstance(x, Tensor) else x
         # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
         out = self.propagate(edge_index, x=x, edge_weight=edge_weight)
         if x[1] is not None:
             out = out + (1 + self.eps) * x[1]
         return self.nn(out)
+
+    def _forward_sparse(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
+        """First layer on sparse features: the MLP's first map ``W`` moves inside the sum,
+        ``sum_j x_j W + (1 + eps) x_i W + b``, then the rest of the MLP."""
+        require_linear_aggregation(self)
+        size = (x.size(0), x.size(0))
+
+        def aggregate(h: Tensor) -> Tensor:
+            return (self.propagate(edge_index, x=(h, None), edge_weight=edge_weight, size=size)
+                    + (1 + self.eps) * h)
+        return mlp_after_first_linear(self.nn, self.nn.lins[0](x, inner=aggregate))
 
     def message(self, x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
         return _edge_message(x_j, edge_weight)

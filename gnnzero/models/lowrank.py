@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -118,10 +118,19 @@ class LowRankLinear(nn.Module):
             bound = 1.0 / math.sqrt(self.in_features)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, inner: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+        """``x U V + b``; a sparse ``x`` goes through a sparse-dense product, and ``inner``
+        (a linear step such as an aggregation) is applied before the bias."""
+        from .sparse_input import is_sparse, sparse_product
+
         if self.dense:
-            return F.linear(x, self.weight, self.bias)
-        out = (x @ self.U) @ self.V
+            if inner is None and not is_sparse(x):
+                return F.linear(x, self.weight, self.bias)
+            out = sparse_product(x, self.weight.t()) if is_sparse(x) else F.linear(x, self.weight)
+        else:
+            out = (sparse_product(x, self.U) if is_sparse(x) else x @ self.U) @ self.V
+        if inner is not None:
+            out = inner(out)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:

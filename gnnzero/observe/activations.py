@@ -22,6 +22,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ..models.sparse_input import is_sparse, sparse_parts
+
 
 def _key(tensor: torch.Tensor):
     storage = tensor.untyped_storage()
@@ -71,16 +73,25 @@ class ActivationMeter:
 
 
 def batch_tensors(batch) -> list[torch.Tensor]:
-    """All tensors of a PyG ``Data``/``HeteroData`` batch."""
-    return [v for store in batch.stores for v in store.values() if isinstance(v, torch.Tensor)]
+    """All dense tensors of a PyG ``Data``/``HeteroData`` batch; a sparse tensor counts as
+    its values and index arrays."""
+    tensors = []
+    for store in batch.stores:
+        for value in store.values():
+            if isinstance(value, torch.Tensor):
+                tensors.extend(sparse_parts(value) if is_sparse(value) else [value])
+    return tensors
+
+
+def has_sparse_features(batch) -> bool:
+    """Whether any store of the batch carries ``x`` as a sparse tensor."""
+    return any(is_sparse(store.get("x")) for store in batch.stores)
 
 
 def batch_bytes(batch) -> int:
-    """Bytes of the batch's tensors (distinct storages)."""
+    """Bytes of the batch's tensors as stored (distinct storages; sparse: values + indices)."""
     seen, total = set(), 0
     for tensor in batch_tensors(batch):
-        if tensor.layout != torch.strided:
-            continue
         key = _key(tensor)
         if key[:2] not in seen:
             seen.add(key[:2])

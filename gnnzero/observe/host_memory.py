@@ -31,7 +31,12 @@ class _HostBytes:
 
     def walk(self, obj: Any, depth: int = 0) -> None:
         if isinstance(obj, torch.Tensor):
-            if obj.layout == torch.strided and obj.device.type == "cpu":
+            if obj.layout != torch.strided:   # a sparse tensor: its values and indices
+                from ..models.sparse_input import sparse_parts
+
+                for part in sparse_parts(obj):
+                    self.walk(part, depth + 1)
+            elif obj.device.type == "cpu":
                 storage = obj.untyped_storage()
                 self._add(storage.data_ptr(), storage.nbytes())
             return

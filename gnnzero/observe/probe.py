@@ -25,7 +25,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from ..models.accounting import persistent_parameter_count, zero_model_state_bytes
-from .activations import ActivationMeter, batch_bytes, batch_tensors
+from .activations import ActivationMeter, batch_bytes, batch_tensors, has_sparse_features
 from .host_memory import dataset_and_loader_host_bytes
 from .memory import begin_step_rss_window, end_step_rss_window, reset_step_peak
 from .model_state import ALL_CATEGORIES, FORMULA_CATEGORIES, count_model_state_bytes
@@ -45,6 +45,7 @@ class MemoryProbe:
         self.other_paths: list[str] = []
         self.saved = ActivationMeter()
         self.batch_peak = 0
+        self.batch_layouts: set[str] = set()
         self.cuda_step_start = 0
         self.cuda_activation_peak = 0
         self.host: dict[str, int] = {}
@@ -62,6 +63,7 @@ class MemoryProbe:
         # whose per-operator bookkeeping would slow training for nothing.
         self._meter_this_step = self.steps < self.count_steps or size > self.batch_peak
         self.batch_peak = max(self.batch_peak, size)
+        self.batch_layouts.add("sparse" if has_sparse_features(batch) else "dense")
         self.cuda_step_start = reset_step_peak(self.device)
         begin_step_rss_window()
 
@@ -118,6 +120,8 @@ class MemoryProbe:
             "activation_bytes": {"method": "live_after_forward",
                                  "peak": self.saved.peak_bytes},
             "batch_bytes_peak": self.batch_peak,
+            # how the training batches carried x: sparse (torch CSR), dense, or both
+            "batch_x_layout": "+".join(sorted(self.batch_layouts)) or None,
             "host_bytes": self.host,
         }
         if self.device.type == "cuda":

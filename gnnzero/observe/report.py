@@ -60,6 +60,15 @@ def _measured_rows(per_rank: list[dict[str, Any]]) -> list[tuple[str, str]]:
              each(lambda r: r["activation_bytes"]["peak"]))]
 
 
+def _batch_rows(per_rank: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """How the training batches carried the features, and their largest size, per rank."""
+    if not per_rank or "batch_x_layout" not in per_rank[0]:
+        return []
+    return [("training batches: x layout / peak bytes",
+             ", ".join(f"r{r['rank']}: {r['batch_x_layout']} / "
+                       f"{format_bytes(r['batch_bytes_peak'])}" for r in per_rank))]
+
+
 def print_summary(metrics: dict[str, Any]) -> None:
     """The end-of-run table: accuracy, time, per-rank memory, throughput, stage and precision."""
     memory = metrics["memory"]
@@ -82,6 +91,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
             format_bytes(memory["zero_formula_model_state_bytes"]["total"]))]
           if "zero_formula_model_state_bytes" in memory else []),
         *_measured_rows(memory["per_rank"]),
+        *_batch_rows(memory["per_rank"]),
         ("device", metrics["environment"]["device"]),
     ]
     width = max(len(k) for k, _ in rows)

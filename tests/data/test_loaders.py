@@ -33,7 +33,7 @@ def test_cluster_batches_hold_several_clusters_with_induced_edges_and_store_rows
                                 num_nodes=graph.num_nodes)
         ours = {tuple(e) for e in batch.edge_index.t().tolist()}
         assert ours == {tuple(e) for e in ref_edges.t().tolist()}
-        assert torch.equal(batch.x, x[batch.n_id])
+        assert torch.equal(batch.x.to_dense(), x[batch.n_id])   # sparse CSR rows
         assert torch.equal(batch.y, graph.y[batch.n_id])
         assert torch.equal(batch.loss_mask, graph.masks["train_mask"][batch.n_id])
     assert len(seen) == len(loader) == 4
@@ -105,7 +105,7 @@ def test_saint_norms_cached_and_attached_as_loss_and_edge_weights(graph, saint_c
     glob = batch.n_id[batch.edge_index].t().tolist()
     ids = torch.tensor([edge_ids[tuple(e)] for e in glob])       # every batch edge is real
     assert torch.equal(batch.edge_weight, edge_norm[ids])
-    assert torch.equal(batch.x, x[batch.n_id])
+    assert torch.equal(batch.x.to_dense(), x[batch.n_id])
     assert torch.equal(batch.loss_mask, graph.masks["train_mask"][batch.n_id])
 
 

@@ -74,7 +74,9 @@ def test_cluster_batches_from_the_prepared_directory_equal_the_in_memory_ones(gr
     from_dir = build_loader(mapped, opts, seed=4)
     assert (tmp_path / "prepared" / "parts" / "metis_10").is_dir()   # partitions follow the dir
     for a, b in zip(in_memory, from_dir.epoch(1), strict=True):
-        for key in ("n_id", "edge_index", "x", "y", "loss_mask"):
+        assert a.x.layout == b.x.layout == torch.sparse_csr
+        assert torch.equal(a.x.to_dense(), b.x.to_dense())
+        for key in ("n_id", "edge_index", "y", "loss_mask"):
             assert torch.equal(a[key], b[key]), key
 
 

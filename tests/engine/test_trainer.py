@@ -212,7 +212,8 @@ def _plain_reference(args: list[str], ds_config: dict, world: int = 2) -> dict:
             for batch in batches:  # one per rank
                 assert batch.loss_mask.any() and getattr(batch, "edge_weight", None) is None
                 model.zero_grad(set_to_none=True)
-                logits = model(batch.x.float(), batch.edge_index)
+                assert batch.x.layout == torch.sparse_csr   # the run's batches were sparse
+                logits = model(batch.x.to_dense().float(), batch.edge_index)
                 loss = F.cross_entropy(logits[batch.loss_mask], batch.y[batch.loss_mask])
                 loss.backward()
                 step_loss += loss.item() / world
@@ -246,6 +247,7 @@ def test_two_rank_training_loop_matches_plain_pytorch(tmp_path, stage):
     assert (metrics["world_size"], metrics["zero_stage"], metrics["precision"]) == \
         (2, stage, "fp32")
     assert metrics["loader"]["steps_per_epoch"] == 4
+    assert {r["batch_x_layout"] for r in metrics["memory"]["per_rank"]} == {"sparse"}
 
     ds_config = json.loads(config.read_text())
     ref = _plain_reference(args, ds_config)

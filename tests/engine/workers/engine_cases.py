@@ -37,6 +37,7 @@ class Case:
     precision: str = "fp32"
     steps: int = STEPS
     config_file: Optional[str] = None  # a shipped ds_configs/*.json used as it is
+    sparse: bool = False              # x reaches the engine as a torch CSR tensor
 
     @property
     def name(self) -> str:
@@ -47,6 +48,7 @@ class Case:
         extras += ["ackpt"] if self.act_ckpt else []
         extras += ["offload"] if self.offload else []
         extras += [self.precision] if self.precision != "fp32" else []
+        extras += ["sparse"] if self.sparse else []
         return "-".join([f"z{self.stage}", self.model, *extras])
 
 
@@ -55,12 +57,15 @@ EQUALITY_CASES = [Case(stage, model) for stage in (0, 1, 2, 3) for model in ("de
     Case(3, "shared", accum=2, clip=CLIP),
     Case(3, "dense", act_ckpt=True),
     Case(3, "shared", act_ckpt=True),
-]
+] + [Case(stage, model, sparse=True) for stage, model in
+     ((0, "dense"), (1, "shared"), (2, "dense"), (3, "shared"))] + [
+    Case(3, "dense", act_ckpt=True, sparse=True)]
 # The shipped offload configs as they are (lr 0.01, weight decay 5e-4, clipping 1.0;
 # zero3_offload.json also offloads the parameters).
 OFFLOAD_CASES = [Case(2, "dense", clip=1.0, offload=True, config_file="zero2_offload.json"),
                  Case(3, "shared", clip=1.0, offload=True, config_file="zero3_offload.json")]
-BF16_CASES = [Case(2, "dense", precision="bf16", steps=8), Case(3, "shared", precision="bf16", steps=8)]
+BF16_CASES = [Case(2, "dense", precision="bf16", steps=8), Case(3, "shared", precision="bf16", steps=8),
+              Case(3, "shared", precision="bf16", steps=8, sparse=True)]
 # Checkpoint/resume: uninterrupted 6 steps vs 3 steps + save + fresh engine + load + 3 steps.
 RESUME_CASES = [Case(1, "dense", steps=6), Case(2, "shared", accum=2, steps=6, clip=CLIP),
                 Case(3, "shared", steps=6)]
@@ -99,7 +104,15 @@ def graph_batch(rank: int, step: int, micro: int) -> Data:
 
 
 def step_batches(case: Case, rank: int, step: int) -> list[Data]:
-    return [graph_batch(rank, step, micro) for micro in range(case.accum)]
+    """The micro-batches of one step; for a sparse case, x keeps a third of its entries and
+    is a CSR tensor (the reference densifies it back)."""
+    batches = [graph_batch(rank, step, micro) for micro in range(case.accum)]
+    if case.sparse:
+        for micro, batch in enumerate(batches):
+            gen = torch.Generator().manual_seed(7 + 10_000 * rank + 100 * step + micro)
+            keep = torch.rand(batch.x.shape, generator=gen) < 0.3
+            batch.x = (batch.x * keep).to_sparse_csr()
+    return batches
 
 
 def ds_config(case: Case) -> dict:

@@ -1,0 +1,143 @@
+"""Sparse against dense feature batches on a real bag-of-words graph, through DeepSpeed.
+
+    python benchmarks/sparse_batches.py --data-root ../shared/data/gnn_benchmark \\
+        --out benchmarks/results/sparse_coauthor_cs
+
+Each configuration (model x loader) runs ``launch/train.py`` on Coauthor CS (18,333
+nodes, 6,805 binary features at 0.7 % density, Shchur et al.'s per-class split) under
+ZeRO-2 on one rank, twice per seed: the sparse path (the default: batches carry x as a
+torch CSR tensor) and the dense path (``--sparse-batch-density 0``: the same sparse
+store, each batch densified, as before sparse batches existed).  The two runs of a pair
+use the same seed (same split, weights and batches) and alternate their order.  Reported
+per pair: batch bytes (the largest training batch as stored), epoch time (training only),
+peak RSS, test accuracy and the step-time split; and the sparse/dense ratios.
+Output: ``<out>.jsonl`` and ``<out>.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+from sweep import REPO, _deepspeed_bin, _env, _read, free_port, launch
+
+sys.path.insert(0, str(REPO))
+from gnnzero.observe.memory import format_bytes  # noqa: E402
+from gnnzero.observe.report import markdown_table  # noqa: E402
+
+MODELS, LOADERS = ("gcn", "sage"), ("full", "cluster")
+PATHS = {"sparse": [], "dense": ["--sparse-batch-density", "0"]}
+
+
+def flags(args, model: str, loader: str, seed: int, out: Path, path: str) -> list[str]:
+    return ["--ds_config", "ds_configs/zero2.json", "--dataset", "coauthor-cs",
+            "--data-root", str(args.data_root), "--model", model, "--hidden", str(args.hidden),
+            "--layers", "2", "--loader", loader, "--epochs", str(args.epochs),
+            "--eval-every", str(args.epochs), "--seed", str(seed), "--output-dir", str(out),
+            "--cache-dir", str(args.work / "cache"), "--no-checkpoint", *PATHS[path]]
+
+
+def run_one(args, model: str, loader: str, seed: int, path: str) -> dict:
+    out = args.work / f"{model}_{loader}_s{seed}_{path}"
+    out.mkdir(parents=True, exist_ok=True)
+    env = _env()
+    env["OMP_NUM_THREADS"] = str(os.cpu_count())   # one rank: every core computes
+    cmd = [_deepspeed_bin(), "--num_gpus", "1", "--master_port", str(free_port()),
+           "launch/train.py", *flags(args, model, loader, seed, out, path)]
+    code, _ = launch(cmd, out / "log.txt", args.timeout, env)
+    metrics = _read(out, code)
+    if metrics is None:
+        raise SystemExit(f"{out}/log.txt: the run failed (exit {code})")
+    rank = metrics["memory"]["per_rank"][0]
+    return {"model": model, "loader": loader, "seed": seed, "path": path,
+            "batch_x_layout": rank["batch_x_layout"], "batch_bytes": rank["batch_bytes_peak"],
+            "epoch_time_s": metrics["epoch_time_s"], "peak_rss_bytes": rank["peak_bytes"],
+            "test_accuracy": metrics["test_accuracy"],
+            "step_time_split_s": rank["step_time_split_s"],
+            "feature_store_bytes": metrics["dataset"]["feature_store_bytes"],
+            "environment": metrics["environment"]}
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    rows = []
+    for model in MODELS:
+        for loader in LOADERS:
+            pairs = {}
+            for r in records:
+                if (r["model"], r["loader"]) == (model, loader):
+                    pairs.setdefault(r["seed"], {})[r["path"]] = r
+            pairs = [p for p in pairs.values() if len(p) == 2]
+            if not pairs:
+                continue
+
+            def mean(path, key):
+                return statistics.mean(p[path][key] for p in pairs)
+            rows.append({
+                "model": model, "loader": loader, "seeds": len(pairs),
+                "batch (sparse / dense)": f"{format_bytes(mean('sparse', 'batch_bytes'))} / "
+                                          f"{format_bytes(mean('dense', 'batch_bytes'))}",
+                "batch ratio": f"{mean('dense', 'batch_bytes') / mean('sparse', 'batch_bytes'):.0f}x",
+                "epoch s (sparse / dense)": f"{mean('sparse', 'epoch_time_s'):.3f} / "
+                                            f"{mean('dense', 'epoch_time_s'):.3f}",
+                "speed-up": f"{statistics.mean(p['dense']['epoch_time_s'] / p['sparse']['epoch_time_s'] for p in pairs):.1f}x",
+                "peak RSS (sparse / dense)": f"{format_bytes(mean('sparse', 'peak_rss_bytes'))} / "
+                                             f"{format_bytes(mean('dense', 'peak_rss_bytes'))}",
+                "test acc (sparse / dense)": f"{100 * mean('sparse', 'test_accuracy'):.2f} / "
+                                             f"{100 * mean('dense', 'test_accuracy'):.2f}",
+                "max acc diff (points)": f"{max(abs(p['sparse']['test_accuracy'] - p['dense']['test_accuracy']) for p in pairs) * 100:.2f}",
+            })
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", type=Path, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--loaders", nargs="+", default=list(LOADERS), choices=LOADERS)
+    p.add_argument("--work", type=Path, default=Path("/tmp/gnnzero-sparse-bench"))
+    p.add_argument("--timeout", type=int, default=1800)
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/sparse_coauthor_cs")
+    args = p.parse_args(argv)
+    if not (args.data_root / "ms_academic_cs.npz").exists():
+        raise SystemExit(f"--data-root {args.data_root} has no ms_academic_cs.npz")
+    args.data_root = args.data_root.resolve()
+    records = []
+    for model in args.models:
+        for loader in args.loaders:
+            for i, seed in enumerate(args.seeds):
+                order = ("sparse", "dense") if i % 2 == 0 else ("dense", "sparse")
+                for path in order:
+                    records.append(run_one(args, model, loader, seed, path))
+                    print(json.dumps({k: records[-1][k] for k in
+                                      ("model", "loader", "seed", "path", "batch_bytes",
+                                       "epoch_time_s", "test_accuracy")}), flush=True)
+    with open(f"{args.out}.jsonl", "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    env = records[0]["environment"]
+    rows = summarise(records)
+    text = ("# Sparse vs dense feature batches: Coauthor CS, 1 rank, ZeRO-2\n\n"
+            f"Device: {env['device']}; commit {env['git_commit']}; torch {env['torch']}, "
+            f"DeepSpeed {env['deepspeed']}.\n"
+            f"Command: `python benchmarks/sparse_batches.py {' '.join(argv or sys.argv[1:])}`\n"
+            f"{args.epochs} epochs, hidden {args.hidden}, 2 layers, seeds {args.seeds} "
+            f"(each a pair, order alternated); dense path = `--sparse-batch-density 0`. "
+            f"Feature store: {format_bytes(records[0]['feature_store_bytes'])}.\n\n"
+            + markdown_table(rows, list(rows[0])) + "\n\nStep-time split (s, seed "
+            f"{args.seeds[0]}):\n\n" + markdown_table(
+                [{"model": r["model"], "loader": r["loader"], "path": r["path"],
+                  **{k: f"{v:.2f}" for k, v in r["step_time_split_s"].items()}}
+                 for r in records if r["seed"] == args.seeds[0]],
+                ["model", "loader", "path", *records[0]["step_time_split_s"]]) + "\n")
+    Path(f"{args.out}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
