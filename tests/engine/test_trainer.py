@@ -8,6 +8,7 @@ final parameters are those of a plain PyTorch loop on the same batches."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -159,6 +160,12 @@ def test_deepspeed_one_rank_zero2(tmp_path):
     used = json.loads((out / "ds_config_used.json").read_text())
     assert used["zero_optimization"]["stage"] == 2
     assert "summary" in proc.stdout and "test accuracy" in proc.stdout
+    # the synthetic graph's bag-of-words store is sparse, and so are its batches (as stored)
+    rank = metrics["memory"]["per_rank"][0]
+    assert rank["batch_x_layout"] == "sparse"
+    assert re.search(r"training batches: x layout / peak bytes\s+r0: sparse /", proc.stdout)
+    dense_x = 3000 * metrics["dataset"]["num_features"] * 4
+    assert rank["batch_bytes_peak"] < dense_x / 5
 
 
 # 1,500 nodes in 16 METIS parts, 2 parts a batch, 2 ranks: 4 optimizer steps an epoch, 8 in all.
