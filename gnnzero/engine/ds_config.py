@@ -70,6 +70,10 @@ ZERO_KEYS = {
 }
 
 
+# --optimizer -> DeepSpeed's optimizer type and adam_w_mode (False: L2 decay in the gradient)
+OPTIMIZERS = {"adamw": ("AdamW", True), "adam-l2": ("Adam", False)}
+
+
 @dataclass(kw_only=True)
 class EngineOverrides:
     """Command-line overrides merged into the ds_config file (none = keep the file's value)."""
@@ -88,6 +92,10 @@ class EngineOverrides:
                                   none_means="the file's")
     weight_decay: Optional[float] = setting(None, "optimizer weight decay", low=0,
                                             none_means="the file's")
+    optimizer: Optional[str] = setting(
+        None, "adamw = Adam with decoupled weight decay; adam-l2 = Adam with the decay added "
+        "to the gradient (L2), the GCN paper's optimizer", choices=tuple(OPTIMIZERS),
+        none_means="the file's")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -183,6 +191,10 @@ def apply_overrides(config: dict[str, Any], overrides: EngineOverrides) -> dict[
         params["lr"] = overrides.lr
     if overrides.weight_decay is not None:
         params["weight_decay"] = overrides.weight_decay
+    if overrides.optimizer is not None:
+        kind, adam_w_mode = OPTIMIZERS[overrides.optimizer]
+        config["optimizer"]["type"] = kind
+        params["adam_w_mode"] = adam_w_mode
     return config
 
 

@@ -60,6 +60,16 @@ def _measured_rows(per_rank: list[dict[str, Any]]) -> list[tuple[str, str]]:
              each(lambda r: r["activation_bytes"]["peak"]))]
 
 
+def _accuracy_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline test accuracy (best-validation epoch, when validated) and the last epoch's."""
+    last = ("test accuracy (last epoch, final model)", f"{metrics['test_accuracy']:.4f}")
+    headline = metrics.get("headline") or {"source": "last epoch"}
+    if headline["source"] == "last epoch":
+        return [("test accuracy (headline: last epoch)", last[1])]
+    return [(f"test accuracy (headline: best-validation epoch {headline['epoch']})",
+             f"{headline['test_accuracy']:.4f}"), last]
+
+
 def _batch_rows(per_rank: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """How the training batches carried the features, and their largest size, per rank."""
     if not per_rank or "batch_x_layout" not in per_rank[0]:
@@ -74,7 +84,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
     memory = metrics["memory"]
     peaks = ", ".join(f"r{r['rank']}: {format_bytes(r['peak_bytes'])}" for r in memory["per_rank"])
     rows = [
-        ("test accuracy", f"{metrics['test_accuracy']:.4f}"),
+        *_accuracy_rows(metrics),
         ("val accuracy", f"{metrics['val_accuracy']:.4f}"),
         ("epoch time", f"{metrics['epoch_time_s']:.2f} s"),
         (f"peak memory per rank ({memory['kind']})", peaks),

@@ -40,6 +40,28 @@ def test_overrides_merge_without_touching_the_file_config():
     assert fp16["fp16"] == {"enabled": True, "loss_scale": 0} and not fp16["bf16"]["enabled"]
 
 
+def test_optimizer_override_picks_adam_with_l2_or_decoupled_decay():
+    """The paper's optimizer: a real DeepSpeed engine (world of one, CPU) builds torch's Adam
+    (L2 decay added to the gradient) for --optimizer adam-l2 and AdamW for adamw; the plain
+    loop builds the same."""
+    import torch
+
+    from gnnzero.engine.plain import optimizer_from_ds_config
+    from gnnzero.engine.runtime import initialize_engine
+    from tests.helpers import world_of_one_process_group
+
+    base = load_ds_config(str(REPO / "ds_configs" / "zero2.json"))
+    with world_of_one_process_group():
+        for name, cls in (("adam-l2", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
+            merged = finalize_for_device(apply_overrides(base, EngineOverrides(optimizer=name)),
+                                         "cpu")
+            engine = initialize_engine(torch.nn.Linear(3, 2), merged)[0]
+            inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+            assert type(inner) is cls, (name, type(inner))
+            assert inner.param_groups[0]["weight_decay"] == 5e-4
+            assert type(optimizer_from_ds_config(torch.nn.Linear(3, 2), merged)) is cls
+
+
 def test_device_rules():
     base = load_ds_config(str(REPO / "ds_configs" / "zero2.json"))
     cpu = finalize_for_device(apply_overrides(base, EngineOverrides()), "cpu")
