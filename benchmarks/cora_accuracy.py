@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from gnnzero.data.datasets import PLANETOID_NAMES  # noqa: E402
 SHARED_PLANETOID = REPO.parent / "shared" / "data" / "planetoid"
 
 # The 4-layer pair trains until validation accuracy stops improving (both twins alike):
@@ -138,7 +139,8 @@ def _portable(flags: list[str]) -> list[str]:
 
 def markdown(result: dict) -> str:
     env = result["environment"]
-    lines = ["# Cora accuracy through DeepSpeed (public Planetoid split)", "",
+    name = PLANETOID_NAMES[result.get("dataset", "cora")]
+    lines = [f"# {name} accuracy through DeepSpeed (public Planetoid split)", "",
              f"{_seeds_note(result)}, {result['epochs']} epochs unless a model's flags set "
              f"`--epochs`/`--patience` (early stopping on validation accuracy), full batch, ZeRO stage "
              f"{result['zero_stage']}, fp32, optimizer {result['optimizer_note']}.  "
@@ -198,10 +200,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--pca-components", type=int, default=0,
                         help="train every model on the top K principal components (0 = raw)")
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adamw"])
+    parser.add_argument("--dataset", default="cora", choices=["cora", "citeseer", "pubmed"],
+                        help="the Planetoid graph (public split)")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--ds-config", default=str(REPO / "ds_configs" / "zero2.json"))
     parser.add_argument("--data-root", default=None,
-                        help="folder holding Cora/raw (default: a temp copy of ../shared/data)")
+                        help="folder holding <Name>/raw (default: a temp copy of ../shared/data)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cora_accuracy"))
     parser.add_argument("--merge", action="store_true",
                         help="keep the other models' results already in OUT.json (same settings)")
@@ -213,13 +217,14 @@ def main(argv=None) -> dict:
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise SystemExit(f"error: unknown --models {unknown}; allowed: {', '.join(MODELS)}")
-    work = Path(tempfile.mkdtemp(prefix="cora_accuracy_"))
+    work = Path(tempfile.mkdtemp(prefix=f"{args.dataset}_accuracy_"))
+    proper = PLANETOID_NAMES[args.dataset]
     data_root = args.data_root
     if data_root is None:
-        shutil.copytree(SHARED_PLANETOID / "Cora" / "raw", work / "data" / "Cora" / "raw")
+        shutil.copytree(SHARED_PLANETOID / proper / "raw", work / "data" / proper / "raw")
         data_root = str(work / "data")
     ds_config = write_ds_config(Path(args.ds_config), args.optimizer, work / "ds_config.json")
-    common = ["--ds_config", str(ds_config), "--dataset", "cora", "--data-root", data_root,
+    common = ["--ds_config", str(ds_config), "--dataset", args.dataset, "--data-root", data_root,
               "--loader", "full", "--epochs", str(args.epochs), "--weight-decay",
               str(args.weight_decay), "--no-checkpoint", "--eval-every", "5",
               "--cache-dir", str(work / "cache")]
@@ -229,7 +234,7 @@ def main(argv=None) -> dict:
         common += ["--pca-components", str(args.pca_components)]
     results: dict[str, dict] = {}
     seeds_of = {n: args.pair_seeds if n in PAIR else args.seeds for n in names}
-    bar = tqdm(total=sum(seeds_of.values()), desc="cora runs", file=sys.__stderr__)
+    bar = tqdm(total=sum(seeds_of.values()), desc=f"{args.dataset} runs", file=sys.__stderr__)
     t0 = time.perf_counter()
     env = None
     for name in names:
@@ -245,7 +250,7 @@ def main(argv=None) -> dict:
             bar.update(1)
         results[name] = summarise(name, runs, target)
     bar.close()
-    result = {"dataset": "cora", "seeds": args.seeds, "pair_seeds": args.pair_seeds,
+    result = {"dataset": args.dataset, "seeds": args.seeds, "pair_seeds": args.pair_seeds,
               "epochs": args.epochs,
               "zero_stage": json.loads(ds_config.read_text())["zero_optimization"]["stage"],
               "optimizer": args.optimizer, "weight_decay": args.weight_decay, "norm": args.norm,
