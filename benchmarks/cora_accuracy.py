@@ -62,6 +62,8 @@ MODELS: dict[str, tuple[list[str], float | None]] = {
                              "--dropout", "0.5", "--lr", "0.01", "--rank", "16",
                              "--share-weights", *SAGE4_SCHEDULE], None),
 }
+# Targets on the other Planetoid graphs: the GCN paper's figure minus 1.5 points (CiteSeer 70.3 %).
+OTHER_TARGETS = {"citeseer": {"gcn": 0.703 - 0.015}}
 MIN_PARAM_RATIO, MAX_GAP_POINTS = 8.0, 2.0
 # The 4-layer pair's per-seed spread (std ~1.5 points) makes a 5-seed gap uncertain by
 # ~1 point (5-seed blocks of one 20-seed run gave 2.30, 0.60, 1.00, 1.06), so the pair
@@ -154,7 +156,7 @@ def markdown(result: dict) -> str:
              "target | met | epochs run | train s/run |",
              "|---|---:|---:|---:|---:|---:|---:|:-:|---:|---:|"]
     for row in result["models"].values():
-        target = "-" if row["target"] is None else f"{100 * row['target']:.0f}%"
+        target = "-" if row["target"] is None else f"{100 * row['target']:.1f}%"
         met = "-" if row["meets_target"] is None else ("yes" if row["meets_target"] else "no")
         lines.append(f"| {row['name']} | {row['num_parameters']:,} | {len(row['runs'])} | "
                      f"{100 * row['test_mean']:.2f} ± {100 * row['test_std']:.2f}% | "
@@ -239,6 +241,8 @@ def main(argv=None) -> dict:
     env = None
     for name in names:
         flags, target = MODELS[name]
+        if args.dataset != "cora":
+            target = OTHER_TARGETS.get(args.dataset, {}).get(name)
         runs = []
         for seed in range(seeds_of[name]):
             out_dir = work / f"{name}_s{seed}"
