@@ -366,6 +366,11 @@ def user_file_source(path: str, chunk_rows: int = 65_536):
                        blocks, False, {"path": os.path.abspath(path)})
 
 
+def _reads_data_root(key: str) -> bool:
+    """Whether dataset ``key`` (lower case) is read from files under ``--data-root``."""
+    return key in PLANETOID_NAMES or key in GNN_BENCHMARK or key.startswith("ogbn-")
+
+
 def check_dataset_source(name: str, data_root: Optional[str]) -> None:
     """Fail fast (before DeepSpeed starts) on an unknown dataset name or a missing root."""
     key = name.lower()
@@ -374,7 +379,7 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
     if os.path.isdir(name):
         open_prepared(name)     # a prepared directory: manifest and array headers checked
         return
-    if key in PLANETOID_NAMES or key in GNN_BENCHMARK or key.startswith("ogbn-"):
+    if _reads_data_root(key):
         if not data_root:
             raise GnnZeroError(f"--dataset {name} needs --data-root pointing at local files "
                                f"(nothing is downloaded at run time)")
@@ -403,8 +408,7 @@ AUTO_PREPARE_NODES = 500_000
 def source_key(name: str, data_root: Optional[str], options: dict) -> dict:
     """What identifies a dataset's content before loading it (the prepared-cache key)."""
     key = {"dataset": name.lower(), "format_version": FORMAT_VERSION, **options}
-    if name.lower() in PLANETOID_NAMES or name.lower() in GNN_BENCHMARK or \
-            name.lower().startswith("ogbn-"):
+    if _reads_data_root(name.lower()):
         key["data_root"] = os.path.abspath(data_root)
     elif name.lower() != "synthetic":
         stat = os.stat(name)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
+from .sparse_input import inner_then_bias, input_product, is_sparse
+
 LINEAR_TYPES = (nn.Linear, PyGLinear)
 INPUT_FACTOR_GAIN = 0.1  # std of U relative to 1/sqrt(in) under init="input"; see LowRankLinear
 LOW_RANK_INITS = ("spectral", "input")
@@ -121,17 +123,11 @@ class LowRankLinear(nn.Module):
     def forward(self, x: Tensor, inner: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
         """``x U V + b``; a sparse ``x`` goes through a sparse-dense product, and ``inner``
         (a linear step such as an aggregation) is applied before the bias."""
-        from .sparse_input import is_sparse, sparse_product
-
-        if self.dense:
-            if inner is None and not is_sparse(x):
-                return F.linear(x, self.weight, self.bias)
-            out = sparse_product(x, self.weight.t()) if is_sparse(x) else F.linear(x, self.weight)
-        else:
-            out = (sparse_product(x, self.U) if is_sparse(x) else x @ self.U) @ self.V
-        if inner is not None:
-            out = inner(out)
-        return out if self.bias is None else out + self.bias
+        if self.dense and inner is None and not is_sparse(x):
+            return F.linear(x, self.weight, self.bias)
+        out = (input_product(x, self.weight.t()) if self.dense
+               else input_product(x, self.U) @ self.V)
+        return inner_then_bias(out, inner, self.bias)
 
     def extra_repr(self) -> str:
         kind = "dense fallback" if self.dense else f"rank={self.rank}, init={self.init}"

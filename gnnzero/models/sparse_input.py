@@ -82,6 +82,18 @@ def sparse_product(x: Tensor, rhs: Tensor) -> Tensor:
     return _SparseProduct.apply(x, rhs)
 
 
+def input_product(x: Tensor, rhs: Tensor) -> Tensor:
+    """``x @ rhs``, sparse-dense when ``x`` is sparse."""
+    return sparse_product(x, rhs) if is_sparse(x) else x @ rhs
+
+
+def inner_then_bias(out: Tensor, inner: Inner, bias: Optional[Tensor]) -> Tensor:
+    """``inner(out) + bias``: a linear map's output with a linear step before its bias."""
+    if inner is not None:
+        out = inner(out)
+    return out if bias is None else out + bias
+
+
 class _TakesSparseInput:
     """A linear map's forward that also takes a sparse ``x`` and an optional ``inner`` step
     between the product and the bias: ``inner(x @ W.T) + b``."""
@@ -89,10 +101,7 @@ class _TakesSparseInput:
     def forward(self, x: Tensor, inner: Inner = None) -> Tensor:
         if not is_sparse(x) and inner is None:
             return super().forward(x)
-        out = sparse_product(x, self.weight.t()) if is_sparse(x) else F.linear(x, self.weight)
-        if inner is not None:
-            out = inner(out)
-        return out if self.bias is None else out + self.bias
+        return inner_then_bias(input_product(x, self.weight.t()), inner, self.bias)
 
 
 class SparseInputLinear(_TakesSparseInput, nn.Linear):
@@ -151,10 +160,10 @@ def require_linear_aggregation(conv) -> None:
 
 def check_sparse_input(model: nn.Module, x) -> None:
     """One line, before any layer runs, when a sparse batch meets a model that cannot take it."""
-    if is_sparse(x) and not getattr(getattr(model, "module", model), "accepts_sparse_input",
-                                    False):
-        name = type(getattr(model, "module", model)).__name__
-        raise GnnZeroError(f"the batch's features are sparse ({x.layout}) but {name} does not "
+    module = getattr(model, "module", model)     # a DeepSpeed engine wraps the model
+    if is_sparse(x) and not getattr(module, "accepts_sparse_input", False):
+        raise GnnZeroError(f"the batch's features are sparse ({x.layout}) but "
+                           f"{type(module).__name__} does not "
                            f"take sparse input (models from gnnzero.models.build_model do); "
                            f"{SPARSE_FIX}, or --sparse-batch-density 0")
 
