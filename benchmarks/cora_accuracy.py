@@ -185,7 +185,8 @@ def markdown(result: dict) -> str:
     lines += ["", "Per-seed test accuracy (model flags):", ""]
     for row in result["models"].values():
         accs = ", ".join(f"{100 * r['test_accuracy']:.1f}" for r in row["runs"])
-        flags = " ".join(result.get("used_flags", result["flags"]).get(row["name"], []))
+        flags = " ".join(result.get("used_flags", {}).get(row["name"])
+                         or result["flags"].get(row["name"], []))
         lines.append(f"- {row['name']}: {accs} (`{flags}`)")
     lines += ["", f"Common flags: `{' '.join(_portable(result['common_flags']))}`"]
     return "\n".join(lines) + "\n"
@@ -286,6 +287,7 @@ def main(argv=None) -> dict:
         result["models"] = {**previous["models"], **results}
         result["models"] = {n: result["models"][n] for n in MODELS if n in result["models"]}
         result["flags"] = {**previous["flags"], **result["flags"]}
+        result["used_flags"] = {**previous.get("used_flags", {}), **result["used_flags"]}
         results = result["models"]
     if all(name in results for name in PAIR):
         dense, low = (results[name] for name in PAIR)

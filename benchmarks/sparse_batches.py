@@ -84,6 +84,8 @@ def summarise(records: list[dict]) -> list[dict]:
 
             def mean(path, key):
                 return statistics.mean(p[path][key] for p in pairs)
+            validated = all(p[path].get("best_val_test_accuracy") is not None
+                            for p in pairs for path in PATHS)
             rows.append({
                 "model": model, "loader": loader, "seeds": len(pairs),
                 "batch (sparse / dense)": f"{format_bytes(mean('sparse', 'batch_bytes'))} / "
@@ -94,10 +96,13 @@ def summarise(records: list[dict]) -> list[dict]:
                 "speed-up": f"{statistics.mean(p['dense']['epoch_time_s'] / p['sparse']['epoch_time_s'] for p in pairs):.2f}x",
                 "peak RSS (sparse / dense)": f"{format_bytes(mean('sparse', 'peak_rss_bytes'))} / "
                                              f"{format_bytes(mean('dense', 'peak_rss_bytes'))}",
+                # runs validated only at the end (--eval-every = --epochs) have no best epoch
                 "test acc at best val (sparse / dense)":
                     f"{100 * mean('sparse', 'best_val_test_accuracy'):.2f} / "
-                    f"{100 * mean('dense', 'best_val_test_accuracy'):.2f}",
-                "diff (points, mean ± s.e.)": _diff(pairs, "best_val_test_accuracy"),
+                    f"{100 * mean('dense', 'best_val_test_accuracy'):.2f}"
+                    if validated else "-",
+                "diff (points, mean ± s.e.)":
+                    _diff(pairs, "best_val_test_accuracy") if validated else "-",
                 "last-epoch test acc (sparse / dense)":
                     f"{100 * mean('sparse', 'test_accuracy'):.2f} / "
                     f"{100 * mean('dense', 'test_accuracy'):.2f}",
