@@ -7,31 +7,44 @@ import torch
 from .config import RunConfig
 from .data import GraphDataset, build_loader as _build_loader, load_dataset
 from .data.loaders import GraphLoader
+from .data.link_loaders import build_link_loader
+from .data.link_split import split_edges
 from .data.pca import reduce_features
 from .models import build_model as _build_model
+from .models.link import build_link_model
 
 
 def build_dataset(cfg: RunConfig) -> GraphDataset:
-    """The run's dataset from local files or the generator, features reduced by PCA if asked."""
+    """The run's dataset from local files or the generator, features reduced by PCA if asked;
+    for link prediction, with the validation and test edges hidden (a seeded split)."""
     d = cfg.data
     dataset = load_dataset(d.dataset, d.data_root, d.num_nodes, cfg.train.seed, d.feature_store,
                            d.cache_dir, **d.synthetic_shape())
     if d.pca_components:
         dataset = reduce_features(dataset, d.pca_components, seed=cfg.train.seed)
     dataset.sparse_batch_density = d.sparse_batch_density
+    if cfg.task.is_link:
+        dataset = split_edges(dataset, cfg.task.val_fraction, cfg.task.test_fraction,
+                              cfg.train.seed)
     return dataset
 
 
 def build_model(cfg: RunConfig, dataset: GraphDataset) -> torch.nn.Module:
-    """The run's GNN for ``dataset`` (seed the RNG first for reproducible weights)."""
+    """The run's GNN for ``dataset`` (seed the RNG first for reproducible weights); for link
+    prediction, the GNN (``--hidden`` wide output) is the encoder of a pair decoder."""
     m = cfg.model
-    return _build_model(m.arch, dataset.num_features, m.hidden, dataset.num_classes, m.layers,
-                        share_weights=m.share_weights, rank=m.rank, dropout=m.dropout,
-                        norm=m.norm, jk=m.jk, heads=m.heads,
-                        activation_checkpointing=m.activation_checkpointing)
+    out = m.hidden if cfg.task.is_link else dataset.num_classes
+    gnn = _build_model(m.arch, dataset.num_features, m.hidden, out, m.layers,
+                       share_weights=m.share_weights, rank=m.rank, dropout=m.dropout,
+                       norm=m.norm, jk=m.jk, heads=m.heads,
+                       activation_checkpointing=m.activation_checkpointing)
+    return build_link_model(gnn, cfg.task.decoder, m.hidden) if cfg.task.is_link else gnn
 
 
 def build_loader(cfg: RunConfig, dataset: GraphDataset, rank: int = 0,
                  world_size: int = 1) -> GraphLoader:
-    """This rank's training loader."""
+    """This rank's training loader (node or link batches, as the task needs)."""
+    if cfg.task.is_link:
+        return build_link_loader(dataset, cfg.loader, rank, world_size, cfg.train.seed,
+                                 cfg.task.neg_ratio)
     return _build_loader(dataset, cfg.loader, rank, world_size, cfg.train.seed)

@@ -16,20 +16,21 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from .data.options import DataConfig, LoaderOptions
+from .data.options import LINK_LOADER_KINDS, DataConfig, LoaderOptions
 from .engine.ds_config import EngineOverrides
 from .engine.options import CheckpointConfig, EvalConfig, TrainConfig
 from .errors import GnnZeroError
 from .models.options import ModelConfig
+from .tasks.options import LINK_ONLY, TaskConfig
 from .utils.settings import (SettingError, add_arguments, catalogue_rows, field_named, flag_of,
                              refuse, section_from_args)
 
 # Section name -> its dataclass, in the order of ``--help`` and the README catalogue.
 SECTIONS: dict[str, type] = {
-    "data": DataConfig, "model": ModelConfig, "loader": LoaderOptions, "train": TrainConfig,
+    "task": TaskConfig, "data": DataConfig, "model": ModelConfig, "loader": LoaderOptions, "train": TrainConfig,
     "eval": EvalConfig, "checkpoint": CheckpointConfig, "engine": EngineOverrides,
 }
-SECTION_TITLES = {"data": "data", "model": "model", "loader": "mini-batches",
+SECTION_TITLES = {"task": "task", "data": "data", "model": "model", "loader": "mini-batches",
                   "train": "training loop", "eval": "evaluation", "checkpoint": "checkpoints",
                   "engine": "engine overrides (merged into --ds_config)"}
 # Loader flags that only one kind of loader reads: given with another loader they would be
@@ -53,6 +54,7 @@ class RunConfig:
     """Everything one training run needs; every field checked on construction."""
 
     ds_config: str
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loader: LoaderOptions = field(default_factory=LoaderOptions)
@@ -71,6 +73,10 @@ class RunConfig:
             raise refuse(field_named(LoaderOptions, "num_neighbors"), fan_out,
                          f"has {len(fan_out)} entries but --layers is {self.model.layers}; "
                          f"give one fan-out per layer")
+        if self.task.is_link and self.loader.kind not in LINK_LOADER_KINDS:
+            raise refuse(field_named(LoaderOptions, "kind"), self.loader.kind,
+                         f"--task link trains on --loader {' / '.join(LINK_LOADER_KINDS)}; "
+                         f"choose one of those")
         patience = self.train.patience
         if 0 < patience < self.eval.eval_every:
             raise refuse(field_named(TrainConfig, "patience"), patience,
@@ -136,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _refuse_inapplicable_loader_flags(namespace: argparse.Namespace) -> None:
+    task = getattr(namespace, "task.task", TaskConfig().task)
+    for name in LINK_ONLY:
+        if hasattr(namespace, f"task.{name}") and task != "link":
+            flag = flag_of(field_named(TaskConfig, name))
+            raise SettingError(f"{flag} applies to --task link only, not --task {task}; add "
+                               f"--task link or drop it")
     kind = getattr(namespace, "loader.kind", LoaderOptions().kind)
     for name, kinds in LOADER_SPECIFIC.items():
         if hasattr(namespace, f"loader.{name}") and kind not in kinds:

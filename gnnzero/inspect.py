@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Pictures and explanations of a finished gnnzero run.")
     p.add_argument("run_dir", help="the training run's --output-dir")
     p.add_argument("--curves", action="store_true", help="loss / accuracy / memory curves")
+    p.add_argument("--links", action="store_true",
+                   help="a --task link run: recall / precision by hop distance and the score "
+                        "histograms (the default for link runs)")
     p.add_argument("--embeddings", action="store_true", help="2-D map of the node embeddings")
     p.add_argument("--subgraph", type=int, nargs="+", metavar="NODE",
                    help="k-hop subgraph around these nodes, true vs predicted class")
@@ -134,6 +137,17 @@ def do_curves(metrics: dict, run_dir: str, out: str) -> list[str]:
         if rows:
             written.append(plot_grad_norms(rows, os.path.join(out, "grad_norms.png")))
     return written
+
+
+def do_links(metrics: dict, out: str) -> list[str]:
+    """The link run's distance bars and score histograms, from its recorded evaluation."""
+    from .observe.pictures import plot_link_buckets, plot_score_histograms
+
+    final = metrics["evaluation"]
+    return [plot_link_buckets(final["buckets"], final["threshold"],
+                              os.path.join(out, "link_buckets.png")),
+            plot_score_histograms(final["histogram"], final["threshold"],
+                                  os.path.join(out, "link_scores.png"))]
 
 
 def do_embeddings(hidden: torch.Tensor, dataset, pred: torch.Tensor, out: str, method: str,
@@ -244,7 +258,16 @@ def inspect_run(args: argparse.Namespace) -> list[str]:
     metrics = read_metrics(run_dir)
     out = args.out or os.path.join(run_dir, "inspect")
     wants_model = bool(args.embeddings or args.subgraph or args.explain)
-    if not (wants_model or args.curves):
+    is_link = metrics.get("task") == "link"
+    if is_link and wants_model:
+        raise GnnZeroError("--embeddings, --subgraph and --explain show node classes; "
+                           f"{run_dir} is a --task link run: use --links or --curves")
+    if args.links and not is_link:
+        raise GnnZeroError(f"--links draws a link-prediction run; {run_dir} is a node "
+                           f"classification run: use --curves, --embeddings, --subgraph or "
+                           f"--explain")
+    args.links = args.links or (is_link and not args.curves)
+    if not (wants_model or args.curves or args.links):
         raise GnnZeroError("nothing to do; choose at least one of --curves, --embeddings, "
                            "--subgraph NODE, --explain NODE")
     num_nodes = (metrics.get("dataset") or {}).get("num_nodes")
@@ -262,6 +285,8 @@ def inspect_run(args: argparse.Namespace) -> list[str]:
     written: list[str] = []
     if args.curves:
         written += do_curves(metrics, run_dir, out)
+    if args.links:
+        written += do_links(metrics, out)
     if wants_model:
         from .engine.evaluation import layerwise_inference
 

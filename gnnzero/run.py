@@ -22,8 +22,7 @@ from .engine import checkpoint as ckpt
 from .engine.ds_config import (apply_overrides, finalize_for_device, load_ds_config, offload_of,
                                precision_of, zero_stage_of)
 from .engine.ds_schema import check_train_batch_size
-from .engine.evaluation import (FULL_GRAPH_EVAL_MAX_NODES, auto_eval_method, evaluate,
-                                final_eval_method)
+from .engine.evaluation import FULL_GRAPH_EVAL_MAX_NODES, auto_eval_method
 from .engine.runtime import compute_dtype, device_type, parameter_fingerprint
 from .engine.state import RunState
 from .engine.loss_scale import current_scale
@@ -31,12 +30,14 @@ from .engine.trainer import Trainer
 from .errors import GnnZeroError
 from .models import count_parameters, zero_model_state_bytes
 from .models.accounting import persistent_parameter_count
+from .models.link import encoder_of
 from .observe.memory import peak_memory, reset_peak
 from .observe.metrics import assemble_metrics
 from .observe.monitor import TrainingMonitor
 from .observe.probe import MemoryProbe
 from .observe.report import print_summary, run_environment
 from .utils.atomic import atomic_json_dump
+from .tasks import build_task
 from .utils.dist import all_reduce, barrier, gather_objects
 
 
@@ -71,6 +72,7 @@ def check_output_dir(path: str) -> None:
 def resume_meta(cfg: RunConfig, dataset, world: int, ds_config: dict, model) -> dict[str, Any]:
     """Every setting that changes the batches or the numerics; a resumed run must match it."""
     return {"model": {k: v for k, v in cfg.model.__dict__.items() if k != "dropout"},
+            "task": {"task": cfg.task.task, **cfg.task.link_options()},
             "world_size": world, "zero_stage": zero_stage_of(ds_config),
             "precision": precision_of(ds_config), "seed": cfg.train.seed,
             "gradient_accumulation_steps": ds_config.get("gradient_accumulation_steps", 1),
@@ -138,14 +140,15 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
     probe.record_host(dataset, loader)
     method, why = cfg.eval.eval_method, "asked for"
     if method == "auto":
-        method, why = auto_eval_method(model, dataset.num_nodes, cfg.eval.sampled_eval_nodes)
+        method, why = auto_eval_method(encoder_of(model), dataset.num_nodes,
+                                       cfg.eval.sampled_eval_nodes)
     if show:
         print(f"per-epoch validation: {method} ({why}; --eval-method {cfg.eval.eval_method}: "
               f"the whole graph up to {FULL_GRAPH_EVAL_MAX_NODES} nodes, above that exact "
               f"layer-wise, else METIS clusters); the final evaluation covers every node",
               flush=True)
     trainer = Trainer(
-        engine=engine, loader=loader, dataset=dataset, device=device,
+        engine=engine, task=build_task(cfg.task), loader=loader, dataset=dataset, device=device,
         dtype=torch.float32 if plain else compute_dtype(engine), train=cfg.train,
         evaluation=cfg.eval, checkpoint=cfg.checkpoint, eval_method=method,
         meta=resume_meta(cfg, dataset, world, ds_config, engine.module), probe=probe,
@@ -173,11 +176,7 @@ def finalize(job: Job, totals, train_seconds: float) -> dict[str, Any]:
     """Exact final evaluation, per-rank memory, ``metrics.json`` and the summary table."""
     trainer, ds_config, device = job.trainer, job.ds_config, job.device
     engine = trainer.engine
-    method, reason = final_eval_method(engine, job.dataset.num_nodes)
-    if reason and job.rank == 0:
-        print(f"final evaluation: {method} (layer-wise is not possible: {reason})", flush=True)
-    final = evaluate(method, engine, job.dataset, device, trainer.dtype,
-                     **trainer.eval_options(), show=job.rank == 0)
+    final = trainer.task.final_evaluation(trainer, show=job.rank == 0)
     trainer.monitor.close()
     summed = dict(zip(totals.counts, all_reduce(list(totals.counts.values()))))
     per_rank = gather_objects({"rank": job.rank, **peak_memory(device), **trainer.probe.summary(),
@@ -193,7 +192,8 @@ def finalize(job: Job, totals, train_seconds: float) -> dict[str, Any]:
                                              engine.module),
                                          offload_optimizer="optimizer" in offload).as_dict()
     metrics = assemble_metrics(
-        engine_kind="plain-pyg" if job.plain else "deepspeed", final=final, state=trainer.state,
+        engine_kind="plain-pyg" if job.plain else "deepspeed", task=trainer.task, final=final,
+        state=trainer.state,
         totals=totals, summed_counts=summed, train_seconds=train_seconds,
         load_seconds=job.load_seconds, per_rank=per_rank, formula=formula, zero_stage=stage,
         precision=precision, offload=offload, world_size=job.world,

@@ -27,6 +27,15 @@ def planetoid_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cora_link_split(planetoid_root):
+    """Cora with PyG's default link split (5 % / 10 % hidden, seed 0)."""
+    from gnnzero.data.datasets import load_planetoid
+    from gnnzero.data.link_split import split_edges
+
+    return split_edges(load_planetoid("cora", str(planetoid_root)), 0.05, 0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
 def small_synthetic():
     """A 3,000-node synthetic graph (deterministic)."""
     from gnnzero.data import load_dataset

@@ -97,6 +97,34 @@ def test_flags_of_another_loader_are_refused():
         ["--loader", "full", "--num-parts", "8"])
 
 
+LINK = ["--task", "link"]
+
+
+@pytest.mark.parametrize("args, names", [
+    (LINK + ["--val-fraction", "0"], ["--val-fraction 0", "> 0", "< 1"]),
+    (LINK + ["--test-fraction", "1"], ["--test-fraction 1", "< 1"]),
+    (LINK + ["--val-fraction", "0.5", "--test-fraction", "0.5"],
+     ["--test-fraction 0.5", "with --val-fraction 0.5 hides every edge"]),
+    (LINK + ["--decoder", "bilinear"], ["--decoder bilinear", "one of dot, mlp"]),
+    (LINK + ["--neg-ratio", "0"], ["--neg-ratio 0", "> 0"]),
+    (LINK + ["--hits-at", "0"], ["--hits-at 0", ">= 1"]),
+    (LINK + ["--loader", "saint-rw"], ["--loader saint-rw", "--task link trains on --loader "
+                                                            "full / cluster / neighbor"]),
+    (["--task", "edges"], ["--task edges", "one of node, link"]),
+    (["--decoder", "mlp"], ["--decoder applies to --task link only", "add --task link"]),
+    (["--val-fraction", "0.2"], ["--val-fraction applies to --task link only"]),
+])
+def test_link_settings_are_checked(args, names):
+    message = refused(args)
+    for name in names:
+        assert name in message, message
+
+
+def test_link_defaults_follow_pygs_example():
+    task = parse_config(BASE + LINK).task
+    assert (task.val_fraction, task.test_fraction, task.decoder) == (0.05, 0.1, "dot")
+
+
 def test_evaluation_and_patience_cross_checks():
     assert "--eval-every (5)" in refused(["--eval-every", "5", "--patience", "3"])
     assert "--sampled-eval-nodes N > 0" in refused(["--eval-method", "sampled"])

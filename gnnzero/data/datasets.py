@@ -61,6 +61,9 @@ class GraphDataset:
     info: dict[str, Any] = field(default_factory=dict)
     # A sparse store's batch rows stay a torch CSR tensor below this density (0 = dense).
     sparse_batch_density: float = SPARSE_BATCH_DENSITY
+    # Link prediction: the hidden-edge split (data/link_split.py); the topology is then the
+    # training graph, without the validation and test edges.
+    link_split: Any = None
 
     @property
     def num_nodes(self) -> int:

@@ -9,6 +9,7 @@ from .feature_store import SPARSE_BATCH_DENSITY
 from .synthetic import SyntheticSpec
 
 LOADER_KINDS = ("cluster", "saint-rw", "saint-node", "saint-edge", "neighbor", "full")
+LINK_LOADER_KINDS = ("full", "cluster", "neighbor")   # --task link
 FEATURE_FORMATS = ("auto", "dense", "sparse", "mmap")
 
 
@@ -70,7 +71,8 @@ class LoaderOptions:
     num_parts: int = setting(0, "METIS parts for Cluster-GCN (0 = about 500 nodes a part)", low=0)
     clusters_per_batch: int = setting(4, "METIS parts per Cluster-GCN batch", low=1)
     batch_size: int = setting(2000, "GraphSAINT node/edge budget or random-walk roots, or "
-                                    "neighbour seeds per batch", low=1)
+                                    "neighbour seeds (--task link: training edges) per batch",
+                              low=1)
     walk_length: int = setting(2, "GraphSAINT random-walk length", low=1)
     saint_steps: int = setting(0, "GraphSAINT steps per rank and epoch (0 = cover the graph "
                                   "once)", low=0)

@@ -8,7 +8,7 @@ from torch import Tensor
 # Normalisation weights stay fp32: node weights multiply the fp32 loss, and edge weights
 # scale messages inside our convs, which aggregate in fp32 (bf16 would round a
 # GraphSAINT edge norm to 3 significant digits).
-KEEP_FP32 = {"loss_weight", "node_norm", "edge_norm", "edge_weight"}
+KEEP_FP32 = {"loss_weight", "node_norm", "edge_norm", "edge_weight", "edge_label"}
 
 
 def prepare_batch(batch, device: torch.device, dtype: torch.dtype, non_blocking: bool = False):

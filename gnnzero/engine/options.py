@@ -20,7 +20,8 @@ class TrainConfig:
                               allowed="a writable folder")
     max_steps: int = setting(0, "stop after this many optimizer steps (0 = no limit)", low=0)
     patience: int = setting(0, "early stopping: end once this many epochs pass without a better "
-                               "validation accuracy (0 = off; >= --eval-every)", low=0)
+                               "validation accuracy (ROC-AUC for --task link; 0 = off; >= "
+                               "--eval-every)", low=0)
     monitor_every: int = setting(0, "optimizer steps between per-layer gradient/activation "
                                     "records in OUTPUT_DIR/monitor (0 = off)", low=0)
     prefetch_batches: int = setting(2, "batches prepared ahead (sampled, gathered, cast, copied "

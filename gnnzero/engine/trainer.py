@@ -2,8 +2,9 @@
 early stopping and checkpoints.
 
 :class:`Trainer` drives a DeepSpeed engine (or the baseline's :class:`PlainEngine`);
-it knows nothing of how the batches were sampled or how the run was configured
-beyond its own sections (:mod:`gnnzero.engine.options`).  Everything it changes
+it knows nothing of how the batches were sampled, which task they serve (the ``task``
+object turns a batch into a loss and runs validation: :mod:`gnnzero.tasks`) or how the
+run was configured beyond its own sections (:mod:`gnnzero.engine.options`).  Everything it changes
 lives in one :class:`RunState`, which every checkpoint saves whole.
 """
 from __future__ import annotations
@@ -19,15 +20,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..errors import GnnZeroError
-from ..models import forward_batch
 from ..observe.memory import peak_memory
 from ..observe.steps import StepStats
 from ..observe.steps import PhaseClock
 from ..utils.dist import all_reduce, all_reduce_tensor
 from . import checkpoint as ckpt
 from . import loss_scale
-from .batches import node_loss, prepare_batch
-from .evaluation import evaluate, evaluate_sampled
+from .batches import prepare_batch
 from .guards import check_finite_gradients
 from .prefetch import batch_stream, spare_cpu
 from .options import CheckpointConfig, EvalConfig, TrainConfig
@@ -40,6 +39,7 @@ class Trainer:
     """Everything the loop needs; :meth:`fit` trains and returns the totals."""
 
     engine: Any
+    task: Any                  # gnnzero.tasks: loss, validate, metric
     loader: Any
     dataset: Any
     device: torch.device
@@ -117,7 +117,7 @@ class Trainer:
         self.monitor.start_forward(engine.global_steps + 1)
         clock.lap()
         with self.probe.forward():
-            loss = node_loss(forward_batch(engine, batch), batch)
+            loss = self.task.loss(engine, batch)
         clock.lap()
         engine.backward(loss)
         loss = loss.detach()
@@ -192,19 +192,6 @@ class Trainer:
 
     # ---------------------------------------------------------------------- epochs
 
-    def _validate(self, epoch: int, entry: dict) -> None:
-        if self.eval_method == "sampled":
-            sampled = evaluate_sampled(self.engine, self.dataset,
-                                       self.evaluation.sampled_eval_nodes, self.device,
-                                       self.dtype, seed=self.train.seed, epoch=epoch)
-            entry["sampled_val"] = sampled
-            entry["val_accuracy"] = sampled["accuracy"]
-            return
-        split = evaluate(self.eval_method, self.engine, self.dataset, self.device, self.dtype,
-                         **self.eval_options())
-        entry["val_accuracy"] = split["val"]["accuracy"]
-        entry["test_accuracy"] = split["test"]["accuracy"]
-
     def eval_options(self) -> dict:
         """Evaluation settings beyond the method: clusters, chunk size, scratch folder, cache."""
         return {"partition": getattr(self.loader, "partition", None),
@@ -216,14 +203,15 @@ class Trainer:
     def _report(self, entry: dict, waited: Optional[int]) -> None:
         if not self.show:
             return
-        val = f"  val acc {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
+        metric = self.task.metric
+        val = f"  val {metric} {entry[f'val_{metric}']:.4f}" if f"val_{metric}" in entry else ""
         if "sampled_val" in entry:
             sv = entry["sampled_val"]
             val += f" [{sv['ci_low']:.3f}, {sv['ci_high']:.3f}] ({sv['total']} sampled)"
         print(f"epoch {entry['epoch']:3d}  loss {entry['loss']:.4f}{val}  time "
               f"{entry['seconds']:.2f}s{loss_scale.describe(entry)}", flush=True)
         if waited is not None:
-            print(f"early stop after epoch {entry['epoch']}: no better validation accuracy for "
+            print(f"early stop after epoch {entry['epoch']}: no better validation {metric} for "
                   f"{waited} epochs (--patience {self.train.patience})", flush=True)
 
     def fit(self) -> tuple[StepStats, float]:
@@ -246,9 +234,10 @@ class Trainer:
                      **loss_scale.epoch_entry(self.engine, self.state)}
             last = epoch == self.train.epochs - 1
             if (epoch + 1) % self.evaluation.eval_every == 0 or last or stopped:
-                self._validate(epoch, entry)
+                self.task.validate(self, epoch, entry)
             self.state.epoch_log.append(entry)
-            waited = patience_exhausted(self.state.epoch_log, self.train.patience)
+            waited = patience_exhausted(self.state.epoch_log, self.train.patience,
+                                        self.task.metric)
             self._report(entry, waited)
             if not stopped:  # a --max-steps stop keeps its place inside the epoch for --resume
                 self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0

@@ -210,11 +210,13 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
     return model
 
 
-def forward_batch(model: nn.Module, batch) -> Tensor:
+def forward_batch(model: nn.Module, batch, pairs: Optional[Tensor] = None) -> Tensor:
     """Logits for a PyG batch, passing GraphSAINT's edge weights (``edge_weight`` or
-    PyG's ``edge_norm``) when present."""
+    PyG's ``edge_norm``) when present; with ``pairs`` (a link predictor), their scores."""
     check_sparse_input(model, batch.x)
     edge_weight = getattr(batch, "edge_weight", None)
     if edge_weight is None:
         edge_weight = getattr(batch, "edge_norm", None)
-    return model(batch.x, batch.edge_index, edge_weight)
+    if pairs is None:
+        return model(batch.x, batch.edge_index, edge_weight)
+    return model(batch.x, batch.edge_index, edge_weight, pairs)

@@ -12,21 +12,24 @@ def dataset_summary(dataset) -> dict[str, Any]:
     return {"name": dataset.name, "num_nodes": dataset.num_nodes,
             "num_edges": dataset.num_edges, "num_features": dataset.num_features,
             "num_classes": dataset.num_classes,
+            **({"link_split": dataset.link_split.summary()} if dataset.link_split else {}),
             "feature_store": type(dataset.features).__name__,
             "feature_store_bytes": dataset.features.nbytes()}
 
 
-def headline_accuracy(best_val: Optional[dict], final: dict) -> dict[str, Any]:
-    """Which test accuracy a run reports first: the one at the best-validation epoch (model
-    selection as in PyG's examples and the GCN paper) when per-epoch validation measured
-    the test split too, else the last epoch's (the final model, ``test_accuracy``)."""
+def headline_metric(best_val: Optional[dict], final_test: float,
+                    metric: str = "accuracy") -> dict[str, Any]:
+    """Which test figure (the task's ``metric``) a run reports first: the one at the
+    best-validation epoch (model selection as in PyG's examples and the GCN paper) when
+    per-epoch validation measured the test split too, else the final model's."""
+    key = f"test_{metric}"
     if best_val is not None:
-        return {"source": "best-validation epoch", "epoch": best_val["epoch"],
-                "test_accuracy": best_val["test_accuracy"]}
-    return {"source": "last epoch", "epoch": None, "test_accuracy": final["test"]["accuracy"]}
+        return {"source": "best-validation epoch", "epoch": best_val["epoch"], "metric": metric,
+                key: best_val[key]}
+    return {"source": "last epoch", "epoch": None, "metric": metric, key: final_test}
 
 
-def assemble_metrics(*, engine_kind: str, final: dict, state: RunState, totals: StepStats,
+def assemble_metrics(*, engine_kind: str, task, final: dict, state: RunState, totals: StepStats,
                      summed_counts: dict[str, float], train_seconds: float,
                      load_seconds: float, per_rank: list[dict], formula: Optional[dict],
                      zero_stage: Optional[int], precision: str, offload: str, world_size: int,
@@ -35,15 +38,17 @@ def assemble_metrics(*, engine_kind: str, final: dict, state: RunState, totals: 
                      dataset, loader_kind: str, steps_per_epoch: int, config: dict,
                      ds_config: Optional[dict], environment: dict,
                      monitor: Optional[dict]) -> dict[str, Any]:
-    """Every figure of a finished run: accuracy, time, throughput, memory, curves, config."""
+    """Every figure of a finished run: the task's metrics, time, throughput, memory, curves,
+    config.  ``task`` (:mod:`gnnzero.tasks`) names the headline figures and the metric
+    validation selects on."""
     epochs_run = max(1, len(state.epoch_log))
     memory = {"kind": per_rank[0]["kind"], "per_rank": per_rank}
     if formula is not None:
         memory["zero_formula_model_state_bytes"] = formula
+    headline = task.headline_metrics(final)
+    best_val = best_validation_epoch(state.epoch_log, task.metric)
     return {
-        "engine": engine_kind,
-        "test_accuracy": final["test"]["accuracy"], "val_accuracy": final["val"]["accuracy"],
-        "train_accuracy": final["train"]["accuracy"], "evaluation": final,
+        "engine": engine_kind, "task": task.name, **headline, "evaluation": final,
         "epoch_time_s": train_seconds / epochs_run, "train_seconds": train_seconds,
         "load_seconds": load_seconds,
         "throughput": totals.throughput(summed_counts, train_seconds),
@@ -52,8 +57,8 @@ def assemble_metrics(*, engine_kind: str, final: dict, state: RunState, totals: 
         "optimizer_steps": optimizer_steps, "skipped_steps": skipped_steps,
         "loss_scale": loss_scale,
         "loss_curve": state.loss_curve, "epochs": state.epoch_log,
-        "best_val": best_validation_epoch(state.epoch_log),
-        "headline": headline_accuracy(best_validation_epoch(state.epoch_log), final),
+        "best_val": best_val,
+        "headline": headline_metric(best_val, headline[f"test_{task.metric}"], task.metric),
         "early_stopped_epoch": state.early_stopped_epoch,
         "dataset": dataset_summary(dataset),
         "loader": {"kind": loader_kind, "steps_per_epoch": steps_per_epoch},

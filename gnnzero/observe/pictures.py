@@ -124,9 +124,14 @@ def plot_subgraph(edge_index: Tensor, nodes: Tensor, y_true: Tensor, y_pred: Ten
 
 
 def plot_curves(metrics: dict, path: str) -> str:
-    """Loss per optimizer step and epoch, validation accuracy (with CI), and peak memory."""
+    """Loss per optimizer step and epoch, validation accuracy or ROC-AUC (with CI), and peak
+    memory."""
     plt = _pyplot()
     epochs = metrics.get("epochs", [])
+    metric = (metrics.get("headline") or {}).get("metric", "accuracy")
+    name = {"accuracy": "accuracy", "auc": "ROC-AUC"}[metric]
+    interval = "Wilson" if metric == "accuracy" else "Hanley-McNeil"
+    unit = "nodes" if metric == "accuracy" else "pairs"
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     curve = metrics.get("loss_curve") or []
     if curve:
@@ -140,23 +145,24 @@ def plot_curves(metrics: dict, path: str) -> str:
     axes[0].legend(frameon=False)
 
     ax = axes[1]
-    with_val = [e for e in epochs if "val_accuracy" in e and "sampled_val" not in e]
+    with_val = [e for e in epochs if f"val_{metric}" in e and "sampled_val" not in e]
     if with_val:
-        ax.plot([e["epoch"] for e in with_val], [e["val_accuracy"] for e in with_val], "o-",
+        ax.plot([e["epoch"] for e in with_val], [e[f"val_{metric}"] for e in with_val], "o-",
                 ms=3, label="validation")
     sampled = [e for e in epochs if "sampled_val" in e]
     if sampled:
         x = [e["epoch"] for e in sampled]
-        acc = [e["sampled_val"]["accuracy"] for e in sampled]
+        acc = [e["sampled_val"][metric] for e in sampled]
         lo = [e["sampled_val"]["ci_low"] for e in sampled]
         hi = [e["sampled_val"]["ci_high"] for e in sampled]
-        ax.plot(x, acc, "s-", ms=3, label=f"sampled validation ({sampled[-1]['sampled_val']['total']} nodes)")
-        ax.fill_between(x, lo, hi, alpha=0.25, label="95% Wilson interval")
+        ax.plot(x, acc, "s-", ms=3,
+                label=f"sampled validation ({sampled[-1]['sampled_val']['total']} {unit})")
+        ax.fill_between(x, lo, hi, alpha=0.25, label=f"95% {interval} interval")
     final = (metrics.get("evaluation") or {}).get("val")
     if final and epochs:
-        ax.axhline(final["accuracy"], color="k", ls="--", lw=0.8,
-                   label=f"final exact validation {final['accuracy']:.3f}")
-    ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
+        ax.axhline(final[metric], color="k", ls="--", lw=0.8,
+                   label=f"final exact validation {final[metric]:.3f}")
+    ax.set(title=name, xlabel="epoch", ylabel=name)
     ax.legend(frameon=False, fontsize=8)
 
     ax = axes[2]
@@ -223,5 +229,35 @@ def plot_grad_norms(rows: list[dict], path: str) -> str:
         ax.plot(*zip(*pts), lw=1, label=layer)
     ax.set(yscale="log", xlabel="optimizer step", ylabel="gradient L2 norm",
            title="gradient norm per layer")
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_link_buckets(buckets: list[dict], threshold: float, path: str) -> str:
+    """Recall and precision of the test edges per hop-distance bucket (bars, with sizes)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(buckets))
+    recall = [b["recall"] for b in buckets]
+    precision = [b["precision"] or 0.0 for b in buckets]
+    ax.bar(x - 0.2, recall, 0.4, label="recall")
+    ax.bar(x + 0.2, precision, 0.4, label="precision (distance-matched non-edges)")
+    ax.set_xticks(x, [f"{b['bucket']}\n{b['positives']} edges" for b in buckets])
+    ax.set(title=f"test edges by hop distance in the training graph (threshold {threshold:.3f})",
+           xlabel="hop distance", ylabel="share", ylim=(0, 1.05))
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_score_histograms(histogram: dict, threshold: float, path: str) -> str:
+    """Score (logit) histograms of the positive test edges and of their sampled non-edges."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    edges = np.asarray(histogram["edges"])
+    centres, width = (edges[1:] + edges[:-1]) / 2, np.diff(edges)
+    ax.bar(centres, histogram["positives"], width, alpha=0.6, label="test edges")
+    ax.bar(centres, histogram["negatives"], width, alpha=0.6, label="sampled non-edges")
+    ax.axvline(threshold, color="k", ls="--", lw=0.8, label=f"threshold {threshold:.3f}")
+    ax.set(title="pair scores", xlabel="score (logit)", ylabel="pairs")
     ax.legend(frameon=False, fontsize=8)
     return _save(fig, path)

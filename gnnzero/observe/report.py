@@ -60,14 +60,42 @@ def _measured_rows(per_rank: list[dict[str, Any]]) -> list[tuple[str, str]]:
              each(lambda r: r["activation_bytes"]["peak"]))]
 
 
+METRIC_NAMES = {"accuracy": "accuracy", "auc": "ROC-AUC"}
+
+
 def _accuracy_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """The headline test accuracy (best-validation epoch, when validated) and the last epoch's."""
-    last = ("test accuracy (last epoch, final model)", f"{metrics['test_accuracy']:.4f}")
+    """The headline test figure (best-validation epoch, when validated) and the last epoch's:
+    accuracy, or ROC-AUC for link prediction."""
     headline = metrics.get("headline") or {"source": "last epoch"}
+    metric = headline.get("metric", "accuracy")
+    name, key = METRIC_NAMES[metric], f"test_{metric}"
+    last = (f"test {name} (last epoch, final model)", f"{metrics[key]:.4f}")
     if headline["source"] == "last epoch":
-        return [("test accuracy (headline: last epoch)", last[1])]
-    return [(f"test accuracy (headline: best-validation epoch {headline['epoch']})",
-             f"{headline['test_accuracy']:.4f}"), last]
+        return [(f"test {name} (headline: last epoch)", last[1])]
+    return [(f"test {name} (headline: best-validation epoch {headline['epoch']})",
+             f"{headline[key]:.4f}"), last]
+
+
+def _task_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Validation figure; for link prediction also AP, MRR and Hits@K of the test edges."""
+    if metrics.get("task", "node") == "node":
+        return [("val accuracy", f"{metrics['val_accuracy']:.4f}")]
+    test = metrics["evaluation"]["test"]
+    hits = ", ".join(f"{k} {v:.3f}" for k, v in test.items() if k.startswith("hits@"))
+    return [("val ROC-AUC", f"{metrics['val_auc']:.4f}"),
+            ("test average precision / MRR", f"{test['average_precision']:.4f} / "
+                                             f"{test['mrr']:.4f}"),
+            ("test Hits@K", hits)]
+
+
+def bucket_markdown(buckets: list[dict[str, Any]]) -> str:
+    """The per-distance precision / recall table of a link run."""
+    rows = [{"hop distance": b["bucket"], "test edges": b["positives"],
+             "matched non-edges": b["negatives"], "recall": f"{b['recall']:.3f}",
+             "precision": "-" if b["precision"] is None else f"{b['precision']:.3f}"}
+            for b in buckets]
+    return markdown_table(rows, ["hop distance", "test edges", "matched non-edges", "recall",
+                                 "precision"])
 
 
 def _batch_rows(per_rank: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -85,10 +113,12 @@ def print_summary(metrics: dict[str, Any]) -> None:
     peaks = ", ".join(f"r{r['rank']}: {format_bytes(r['peak_bytes'])}" for r in memory["per_rank"])
     rows = [
         *_accuracy_rows(metrics),
-        ("val accuracy", f"{metrics['val_accuracy']:.4f}"),
+        *_task_rows(metrics),
         ("epoch time", f"{metrics['epoch_time_s']:.2f} s"),
         (f"peak memory per rank ({memory['kind']})", peaks),
-        ("throughput (train nodes/s)", f"{metrics['throughput']['train_nodes_per_s']:,.0f}"),
+        (("throughput (train pairs/s)", f"{metrics['throughput']['train_pairs_per_s']:,.0f}")
+         if metrics.get("task") == "link" else
+         ("throughput (train nodes/s)", f"{metrics['throughput']['train_nodes_per_s']:,.0f}")),
         ("throughput (batch nodes/s)", f"{metrics['throughput']['batch_nodes_per_s']:,.0f}"),
         ("ZeRO stage / precision / offload",
          f"{metrics['zero_stage']} / {metrics['precision']} / {metrics['offload']}"),
@@ -111,3 +141,8 @@ def print_summary(metrics: dict[str, Any]) -> None:
     for key, value in rows:
         print(f"{key:<{width}}   {value}")
     print("=" * (width + 40), flush=True)
+    if metrics.get("task") == "link":
+        final = metrics["evaluation"]
+        print(f"test edges by hop distance in the training graph (threshold "
+              f"{final['threshold']:.3f}, Youden's J on validation):")
+        print(bucket_markdown(final["buckets"]), flush=True)

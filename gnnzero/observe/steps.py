@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 PHASES = ("sampling", "forward", "backward", "optimizer")
-COUNTS = ("train_nodes", "batch_nodes", "batch_edges", "batches")
+COUNTS = ("train_nodes", "train_pairs", "batch_nodes", "batch_edges", "batches")
 
 
 @dataclass
@@ -25,6 +25,8 @@ class StepStats:
         for phase, value in phase_seconds.items():
             self.seconds[phase] += value
         self.counts["train_nodes"] += batch.loss_mask.sum()  # a device tensor until settle()
+        pairs = getattr(batch, "edge_label_index", None)   # link prediction: pairs scored
+        self.counts["train_pairs"] += 0 if pairs is None else pairs.size(1)
         self.counts["batch_nodes"] += batch.num_nodes
         self.counts["batch_edges"] += batch.edge_index.size(1)
         self.counts["batches"] += 1
@@ -46,6 +48,7 @@ class StepStats:
         """Rates from ``counts`` (e.g. summed over ranks) over ``seconds`` of training."""
         per = max(seconds, 1e-9)
         return {"train_nodes_per_s": counts["train_nodes"] / per,
+                "train_pairs_per_s": counts.get("train_pairs", 0.0) / per,
                 "batch_nodes_per_s": counts["batch_nodes"] / per,
                 "edges_per_s": counts["batch_edges"] / per,
                 "batches_per_s": counts["batches"] / per}
