@@ -19,9 +19,13 @@ from gnnzero.errors import exit_on_user_error
 def main(argv=None) -> None:
     from gnnzero.run import run
 
+    from gnnzero.observe.metrics import test_figure, training_rate
+
     metrics = run(parse_config(argv), plain=True)
-    print(f"baseline: test acc {metrics['test_accuracy']:.4f}  epoch {metrics['epoch_time_s']:.2f} s"
-          f"  {metrics['throughput']['train_nodes_per_s']:,.0f} train nodes/s", flush=True)
+    metric, value = test_figure(metrics)
+    unit = "pairs" if metrics.get("task") == "link" else "nodes"
+    print(f"baseline: test {metric} {value:.4f}  epoch {metrics['epoch_time_s']:.2f} s"
+          f"  {training_rate(metrics):,.0f} train {unit}/s", flush=True)
 
 
 if __name__ == "__main__":

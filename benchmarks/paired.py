@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from gnnzero.observe.metrics import training_rate
 from sweep import BenchConfig, Workload, free_port, run_baseline, run_config
 
 
 def _throughput(metrics: Optional[dict]) -> Optional[float]:
-    return None if metrics is None else metrics["throughput"]["train_nodes_per_s"]
+    return None if metrics is None else training_rate(metrics)
 
 
 def _record(config: BenchConfig, repeat: int, order: str, ds: Optional[dict],

@@ -46,7 +46,7 @@ def plot_memory_and_throughput(records: list[dict[str, Any]], path: str, title: 
     ax_mem.set_xlabel("MiB per rank (rank 0)")
     ax_mem.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
     ax_mem.invert_yaxis()
-    ax_thr.barh(labels, [r.get("train_nodes_per_s", 0) for r in rows], color="tab:gray")
+    ax_thr.barh(labels, [r.get("train_rate_per_s", r.get("train_nodes_per_s", 0)) for r in rows], color="tab:gray")
     ax_thr.set_xlabel("training nodes / s (all ranks)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

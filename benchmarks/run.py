@@ -27,6 +27,8 @@ from sweep import (LOADERS, MODELS, PRECISIONS, REPO, STAGES, BenchConfig,  # no
                    Workload, free_port, grid, records, run_baseline, run_config, validate_choice)
 from tables import bench_markdown, save_records  # noqa: E402
 
+from gnnzero.data.options import LINK_LOADER_KINDS  # noqa: E402
+
 SMOKE_CONFIGS = [BenchConfig("0", "fp32", 1, "cluster", "dense"),
                  BenchConfig("3", "bf16", 2, "cluster", "dense"),
                  BenchConfig("2", "fp32", 1, "full", "shared-lowrank")]
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=_csv, default=list(MODELS))
     p.add_argument("--checkpointing", type=_csv, default=["off"],
                    help="activation checkpointing: off, on or off,on")
+    p.add_argument("--task", choices=["node", "link"], default=Workload.task,
+                   help="link: launch/train.py --task link (loaders full, cluster, neighbor)")
     p.add_argument("--dataset", default=Workload.dataset)
     p.add_argument("--data-root", default=None)
     p.add_argument("--num-nodes", type=int, default=Workload.num_nodes)
@@ -103,7 +107,8 @@ def main(argv=None) -> int:
         validate_choice("stages", args.stages, STAGES)
         validate_choice("precisions", args.precisions, PRECISIONS)
         validate_choice("worlds", args.worlds, ("1", "2", "4", "8"))
-        validate_choice("loaders", args.loaders, LOADERS)
+        validate_choice("loaders", args.loaders,
+                        LINK_LOADER_KINDS if args.task == "link" else LOADERS)
         validate_choice("models", args.models, MODELS)
         validate_choice("checkpointing", args.checkpointing, ("off", "on"))
     except ValueError as exc:
@@ -111,10 +116,11 @@ def main(argv=None) -> int:
         return 2
     work = Workload(args.dataset, args.data_root, args.num_nodes, args.avg_degree, args.arch,
                     args.hidden or Workload.hidden, args.layers, args.lowrank_rank, args.epochs,
-                    args.batch_size, tuple(args.extra.split()))
+                    args.batch_size, tuple(args.extra.split()), args.task)
     if args.smoke:
         configs = SMOKE_CONFIGS
-        work = Workload(args.dataset, args.data_root, 1500, None, "sage", 32, 3, 8, 1, 300)
+        work = Workload(args.dataset, args.data_root, 1500, None, "sage", 32, 3, 8, 1, 300, (),
+                        args.task)
     elif args.plan == "cpu-moderate":
         configs = cpu_moderate_plan()
     else:

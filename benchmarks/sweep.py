@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional
 from gnnzero.config import LOADER_SPECIFIC
 from gnnzero.data.options import DataConfig
 from gnnzero.models.options import ModelConfig
+from gnnzero.observe.metrics import test_figure, training_rate
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("0", "1", "2", "3", "3+offload")
@@ -63,6 +64,7 @@ class Workload:
     epochs: int = 2
     batch_size: int = 1000       # neighbor seeds / SAINT walk roots per batch
     extra: tuple[str, ...] = ()  # any further train.py flags
+    task: str = "node"           # node | link (launch/train.py --task)
 
 
 def validate_choice(name: str, values: Iterable[str], allowed: Iterable[str]) -> list[str]:
@@ -96,6 +98,8 @@ def train_flags(config: BenchConfig, work: Workload, output_dir: Path, cache_dir
              "--loader", config.loader,
              "--epochs", str(work.epochs), "--eval-every", str(work.epochs),
              "--output-dir", str(output_dir), "--cache-dir", str(cache_dir), "--no-checkpoint"]
+    if work.task != "node":
+        flags += ["--task", work.task]
     if config.loader in LOADER_SPECIFIC["batch_size"]:
         flags += ["--batch-size", str(work.batch_size)]
     if work.data_root:
@@ -191,7 +195,9 @@ def records(config: Optional[BenchConfig], metrics: dict, baseline: Optional[dic
             "dataset": metrics["dataset"]["name"], "num_nodes": metrics["dataset"]["num_nodes"],
             "num_edges": metrics["dataset"]["num_edges"], "arch": work.arch,
             "hidden": work.hidden, "layers": work.layers, "num_parameters": metrics["num_parameters"],
-            "test_accuracy": metrics["test_accuracy"], "epoch_time_s": metrics["epoch_time_s"],
+            "task": metrics.get("task", "node"), "test_metric": test_figure(metrics)[0],
+            "test_accuracy": metrics.get("test_accuracy"), "test_auc": metrics.get("test_auc"),
+            "epoch_time_s": metrics["epoch_time_s"], "train_rate_per_s": training_rate(metrics),
             **{k: v for k, v in metrics["throughput"].items()},
             "step_time_split_s": rank.get("step_time_split_s"),
             "memory_kind": rank["kind"], "peak_bytes": rank["peak_bytes"],
@@ -219,10 +225,10 @@ def records(config: Optional[BenchConfig], metrics: dict, baseline: Optional[dic
             record["working_set_over_baseline"] = _ratio(record["working_set_bytes"],
                                                          record["baseline_working_set_bytes"])
             record["peak_over_baseline"] = _ratio(rank["peak_bytes"], base_rank["peak_bytes"])
-            record["throughput_over_baseline"] = _ratio(
-                metrics["throughput"]["train_nodes_per_s"],
-                baseline["throughput"]["train_nodes_per_s"])
-            record["baseline_test_accuracy"] = baseline["test_accuracy"]
+            record["throughput_over_baseline"] = _ratio(training_rate(metrics),
+                                                        training_rate(baseline))
+            record["baseline_test_accuracy"] = baseline.get("test_accuracy")
+            record["baseline_test_figure"] = test_figure(baseline)[1]
         out.append(record)
     return out
 

@@ -40,9 +40,23 @@ def _split(split: Optional[dict]) -> str:
                     ("sampling", "forward", "backward", "optimizer"))
 
 
-BENCH_COLUMNS = ["config", "rank", "test acc", "peak", "model states", "ZeRO formula",
+BENCH_COLUMNS = ["config", "rank", "test", "peak", "model states", "ZeRO formula",
                  "measured/formula", "activations", "batch", "working set", "WS vs baseline",
                  "peak vs baseline", "train nodes/s", "thr vs baseline", "s/f/b/o %"]
+
+
+def _rate(record: dict[str, Any]) -> str:
+    """Training nodes per second, or scored pairs per second for a link run."""
+    if record.get("task") == "link":
+        return f"{record['train_pairs_per_s']:,.0f} pairs"
+    return f"{record['train_nodes_per_s']:,.0f}"
+
+
+def _test(record: dict[str, Any]) -> str:
+    """The test figure of a record: accuracy, or ROC-AUC for a link run."""
+    if record.get("test_metric") == "auc":
+        return f"AUC {record['test_auc']:.3f}"
+    return f"{record['test_accuracy']:.3f}"
 
 
 def bench_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -50,7 +64,7 @@ def bench_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     for r in records:
         formula = ((r.get("zero_formula_bytes") or {}).get("all_devices") or {}).get("total")
         rows.append({
-            "config": r["config"], "rank": r["rank"], "test acc": f"{r['test_accuracy']:.3f}",
+            "config": r["config"], "rank": r["rank"], "test": _test(r),
             "peak": f"{_mib(r['peak_bytes'])} ({r['memory_kind']})",
             "model states": _mib(r["model_state_bytes"].get("total")),
             "ZeRO formula": _mib(formula),
@@ -59,7 +73,7 @@ def bench_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
             "batch": _mib(r.get("batch_bytes_peak")), "working set": _mib(r["working_set_bytes"]),
             "WS vs baseline": _x(r.get("working_set_over_baseline")),
             "peak vs baseline": _x(r.get("peak_over_baseline")),
-            "train nodes/s": f"{r['train_nodes_per_s']:,.0f}",
+            "train nodes/s": _rate(r),
             "thr vs baseline": _x(r.get("throughput_over_baseline")),
             "s/f/b/o %": _split(r.get("step_time_split_s")),
         })
@@ -83,7 +97,7 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
             "activations": _mib((r.get("activation_bytes") or {}).get("peak")),
             "batch": _mib(r.get("batch_bytes_peak")), "peak RSS": _mib(r["peak_bytes"]),
             "step peak RSS above start": _mib(r.get("training_rss_increment_bytes")),
-            "train nodes/s": f"{r['train_nodes_per_s']:,.0f}",
+            "train nodes/s": _rate(r),
         })
     return rows
 

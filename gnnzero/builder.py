@@ -31,14 +31,14 @@ def build_dataset(cfg: RunConfig) -> GraphDataset:
 
 def build_model(cfg: RunConfig, dataset: GraphDataset) -> torch.nn.Module:
     """The run's GNN for ``dataset`` (seed the RNG first for reproducible weights); for link
-    prediction, the GNN (``--hidden`` wide output) is the encoder of a pair decoder."""
+    prediction, the GNN (``--embedding-dim`` wide output) is the encoder of a pair decoder."""
     m = cfg.model
-    out = m.hidden if cfg.task.is_link else dataset.num_classes
+    out = (cfg.task.embedding_dim or m.hidden) if cfg.task.is_link else dataset.num_classes
     gnn = _build_model(m.arch, dataset.num_features, m.hidden, out, m.layers,
                        share_weights=m.share_weights, rank=m.rank, dropout=m.dropout,
                        norm=m.norm, jk=m.jk, heads=m.heads,
                        activation_checkpointing=m.activation_checkpointing)
-    return build_link_model(gnn, cfg.task.decoder, m.hidden) if cfg.task.is_link else gnn
+    return build_link_model(gnn, cfg.task.decoder, out) if cfg.task.is_link else gnn
 
 
 def build_loader(cfg: RunConfig, dataset: GraphDataset, rank: int = 0,

@@ -3,14 +3,16 @@
 Validation and test edges are removed (both directions) from the graph the model
 passes messages over; the training positives are the remaining edges, one
 direction each.  Validation and test carry one sampled non-edge per positive.
-Every rank computes the same split from the same seed.
+As in PyG's split, validation passes messages over the training edges and test over
+the training and validation edges (:func:`test_graph`); no test edge is ever a
+message.  Every rank computes the same split from the same seed.
 """
 from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass, replace
-from typing import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -42,6 +44,8 @@ class LinkSplit:
     val: EdgeSet
     test: EdgeSet
     directed_input: bool  # the input graph lacked some reverse edges (they were added)
+    test_topology: Topology   # training + validation edges: test-time message passing
+    _test_graph: Any = field(default=None, repr=False)
 
     def summary(self) -> dict[str, int]:
         return {"train_edges": int(self.train_pos.size(1)),
@@ -107,7 +111,18 @@ def split_edges(dataset: GraphDataset, val_fraction: float, test_fraction: float
     link = LinkSplit(train_pos=train.pos_edge_label_index,
                      val=EdgeSet(val.pos_edge_label_index, val.neg_edge_label_index),
                      test=EdgeSet(test.pos_edge_label_index, test.neg_edge_label_index),
-                     directed_input=directed)
+                     directed_input=directed,
+                     test_topology=Topology.from_edge_index(test.edge_index, dataset.num_nodes))
     # The whole graph's edge list and METIS parts do not describe the training graph.
     info = {k: v for k, v in dataset.info.items() if k not in ("_edge_index", "partitions_dir")}
     return replace(dataset, topology=topology, info=info, link_split=link)
+
+
+def test_graph(dataset: GraphDataset) -> GraphDataset:
+    """The graph test edges are scored on: ``dataset`` (the training graph) with the
+    validation edges added back, as PyG's ``RandomLinkSplit`` hands it out; built once."""
+    split = dataset.link_split
+    if split._test_graph is None:
+        info = {k: v for k, v in dataset.info.items() if k != "_edge_index"}
+        split._test_graph = replace(dataset, topology=split.test_topology, info=info)
+    return split._test_graph

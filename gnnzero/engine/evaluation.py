@@ -46,7 +46,7 @@ from .layerwise import (LAYERWISE_BATCH, InferenceOutput, _module,  # noqa: F401
 FULL_GRAPH_EVAL_MAX_NODES = 100_000
 SPLITS = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}
 EVAL_METHODS = ("full-graph", "clusters", "layerwise", "sampled")
-# The last dataset's whole-graph batch.  Keyed by a weak reference, not id(): a freed
+# The last datasets' whole-graph batches.  Keyed by a weak reference, not id(): a freed
 # dataset's id is reused by the next one (e.g. runs in one process), which served the
 # previous run's features.
 _full_graph_cache: dict[str, object] = {}
@@ -203,11 +203,15 @@ def evaluate_sampled(engine, dataset: GraphDataset, num_nodes: int, device: torc
 # ------------------------------------------------- whole-graph / cluster evaluation
 
 def _full_graph(dataset: GraphDataset):
-    owner = _full_graph_cache.get("dataset")
-    if owner is None or owner() is not dataset:
-        _full_graph_cache["graph"] = with_node_fields(dataset.structure(), dataset)
-        _full_graph_cache["dataset"] = weakref.ref(dataset)
-    return _full_graph_cache["graph"]
+    """The whole-graph batch of ``dataset``, built once; the last two datasets' are kept
+    (link prediction scores validation and test edges on two graphs every epoch)."""
+    for owner, graph in _full_graph_cache.get("entries", []):
+        if owner() is dataset:
+            return graph
+    graph = with_node_fields(dataset.structure(), dataset)
+    entries = [e for e in _full_graph_cache.get("entries", []) if e[0]() is not None]
+    _full_graph_cache["entries"] = [*entries[-1:], (weakref.ref(dataset), graph)]
+    return graph
 
 
 def _full_graph_batches(dataset: GraphDataset, rank: int, world: int) -> Iterator:

@@ -8,6 +8,18 @@ from ..engine.state import RunState
 from .steps import StepStats
 
 
+def test_figure(metrics: dict[str, Any]) -> tuple[str, float]:
+    """The final model's test figure of a run's task: ``("accuracy", x)`` or ``("auc", x)``."""
+    metric = (metrics.get("headline") or {}).get("metric", "accuracy")
+    return metric, metrics[f"test_{metric}"]
+
+
+def training_rate(metrics: dict[str, Any]) -> float:
+    """Training items per second: nodes whose loss counts, or scored pairs (link runs)."""
+    key = "train_pairs_per_s" if metrics.get("task") == "link" else "train_nodes_per_s"
+    return metrics["throughput"][key]
+
+
 def dataset_summary(dataset) -> dict[str, Any]:
     return {"name": dataset.name, "num_nodes": dataset.num_nodes,
             "num_edges": dataset.num_edges, "num_features": dataset.num_features,

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.distances import bucket_of, distances_and_matches
+from ..data.link_split import test_graph
 from ..engine.evaluation import final_eval_method
 from ..engine.link_evaluation import endpoint_embeddings, score_pairs
 from ..models import forward_batch
@@ -46,12 +47,12 @@ class LinkTask:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _scores(self, trainer, method: str, pairs: dict[str, Tensor],
+    def _scores(self, trainer, method: str, pairs: dict[str, Tensor], graph=None,
                 show: bool = False) -> dict[str, np.ndarray]:
         """Scores of each named ``[2, P]`` pair set, from one embedding pass over their
-        endpoints."""
+        endpoints in ``graph`` (the training graph by default)."""
         nodes = torch.unique(torch.cat(list(pairs.values()), dim=1))
-        rows = endpoint_embeddings(method, trainer.engine, trainer.dataset, nodes,
+        rows = endpoint_embeddings(method, trainer.engine, graph or trainer.dataset, nodes,
                                    trainer.device, trainer.dtype, **trainer.eval_options(),
                                    show=show)
         return {name: score_pairs(trainer.engine, rows, p, trainer.device, trainer.dtype)
@@ -64,11 +65,13 @@ class LinkTask:
             entry["sampled_val"] = self._sampled(trainer, split.val, epoch)
             entry["val_auc"] = entry["sampled_val"]["auc"]
             return
-        s = self._scores(trainer, trainer.eval_method,
-                         {"val_pos": split.val.pos, "val_neg": split.val.neg,
-                          "test_pos": split.test.pos, "test_neg": split.test.neg})
-        entry["val_auc"] = roc_auc(s["val_pos"], s["val_neg"])
-        entry["test_auc"] = roc_auc(s["test_pos"], s["test_neg"])
+        val = self._scores(trainer, trainer.eval_method, {"pos": split.val.pos,
+                                                          "neg": split.val.neg})
+        test = self._scores(trainer, trainer.eval_method, {"pos": split.test.pos,
+                                                           "neg": split.test.neg},
+                            test_graph(trainer.dataset))
+        entry["val_auc"] = roc_auc(val["pos"], val["neg"])
+        entry["test_auc"] = roc_auc(test["pos"], test["neg"])
 
     def _sampled(self, trainer, edges, epoch: int, confidence: float = 0.95) -> dict:
         """ROC-AUC of ``--sampled-eval-nodes`` random validation edges and as many of its
@@ -97,8 +100,9 @@ class LinkTask:
 
     def final_evaluation(self, trainer, show: bool) -> dict[str, Any]:
         """Every metric of the validation and test edges, exactly, layer-wise where the
-        encoder allows it; the per-distance table on the test edges at the threshold that
-        maximises Youden's J on validation."""
+        encoder allows it (validation over the training graph, test over training +
+        validation edges); the per-distance table of the test edges (distances in the
+        training graph) at the threshold that maximises Youden's J on validation."""
         dataset, seed = trainer.dataset, trainer.train.seed
         split = dataset.link_split
         method, reason = final_eval_method(encoder_of(trainer.engine), dataset.num_nodes)
@@ -107,13 +111,16 @@ class LinkTask:
                   flush=True)
         distances, matched, matched_distances = distances_and_matches(
             dataset.topology, split.test.pos.numpy(), hidden_pairs(split), seed)
-        pairs = {"val_pos": split.val.pos, "val_neg": split.val.neg,
-                 "test_pos": split.test.pos, "test_neg": split.test.neg,
-                 "matched": torch.from_numpy(matched)}
+        pairs = {name: {"pos": edges.pos, "neg": edges.neg}
+                 for name, edges in (("val", split.val), ("test", split.test))}
+        pairs["test"]["matched"] = torch.from_numpy(matched)
         for name, edges in (("val", split.val), ("test", split.test)):
-            pairs[f"{name}_mrr_pos"], pairs[f"{name}_mrr_neg"] = self._mrr_pairs(
+            pairs[name]["mrr_pos"], pairs[name]["mrr_neg"] = self._mrr_pairs(
                 edges.pos, seed, dataset.num_nodes)
-        s = self._scores(trainer, method, pairs, show=show)
+        s = {f"{name}_{key}": scores for name, graph in (("val", dataset),
+                                                         ("test", test_graph(dataset)))
+             for key, scores in self._scores(trainer, method, pairs[name], graph,
+                                             show=show).items()}
         threshold = youden_threshold(s["val_pos"], s["val_neg"])
         result: dict[str, Any] = {}
         for name in ("val", "test"):
@@ -128,7 +135,7 @@ class LinkTask:
                 "precision": float((pos >= threshold).sum() / called) if called else None,
                 "method": method}
         result["threshold"] = threshold
-        result["buckets"] = bucket_table(s["test_pos"], bucket_of(distances), s["matched"],
+        result["buckets"] = bucket_table(s["test_pos"], bucket_of(distances), s["test_matched"],
                                          bucket_of(matched_distances), threshold,
                                          self.cfg.min_bucket)
         result["histogram"] = score_histogram(s["test_pos"], s["test_neg"])

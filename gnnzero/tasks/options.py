@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Optional
 
 from ..utils.settings import check_settings, field_named, refuse, setting
 
 TASKS = ("node", "link")
 DECODERS = ("dot", "mlp")
 # Link-only settings: given with --task node they would be ignored, so they are refused.
-LINK_ONLY = ("val_fraction", "test_fraction", "decoder", "neg_ratio", "mrr_negatives",
-             "hits_at", "min_bucket")
+LINK_ONLY = ("val_fraction", "test_fraction", "decoder", "embedding_dim", "neg_ratio",
+             "mrr_negatives", "hits_at", "min_bucket")
 
 
 @dataclass(kw_only=True)
@@ -26,6 +27,9 @@ class TaskConfig:
     decoder: str = setting("dot", "--task link: pair score from the two embeddings: dot "
                                   "product, or an MLP on their elementwise product",
                            choices=DECODERS)
+    embedding_dim: Optional[int] = setting(None, "--task link: width of the encoder's output "
+                                                 "node embeddings", low=1,
+                                           none_means="--hidden")
     neg_ratio: float = setting(1.0, "--task link: sampled negative pairs per positive edge in "
                                     "a training batch", low=0, low_open=True)
     mrr_negatives: int = setting(100, "--task link: random negatives per positive edge for "
