@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None,
                    help="dataset folder, if it moved since training (default: the run's)")
     p.add_argument("--method", choices=["tsne", "umap"], default="tsne",
-                   help="2-D reduction for --embeddings (umap needs umap-learn)")
+                   help="2-D reduction for --embeddings (umap needs umap-learn: the inspect "
+                        "extra)")
     p.add_argument("--max-points", type=int, default=2000,
                    help="embed at most this many nodes (random, fixed seed)")
     p.add_argument("--hops", type=int, default=2, help="hops for --subgraph")
@@ -280,6 +281,10 @@ def inspect_run(args: argparse.Namespace) -> list[str]:
         raise GnnZeroError(f"--hops, --max-subgraph-nodes and --explain-epochs must be at least "
                            f"1, 2 and 1, got {args.hops}, {args.max_subgraph_nodes} and "
                            f"{args.explain_epochs}")
+    if args.embeddings and args.method == "umap":
+        from .observe.pictures import require_umap
+
+        require_umap()                    # before the model is rebuilt
     ckpt = checkpoint_dir(run_dir) if wants_model else None
     os.makedirs(out, exist_ok=True)
     written: list[str] = []

@@ -47,6 +47,16 @@ def run_deepspeed(script: str, args: list[str], num_procs: int = 1, timeout: int
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_torchrun(script: str, args: list[str], num_procs: int = 2, timeout: int = 600,
+                 cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``torchrun --nproc_per_node N script args`` (CPU/gloo: DDP users' launcher)."""
+    env = subprocess_env()
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [_bin("torchrun"), "--nproc_per_node", str(num_procs), "--master_port",
+           str(29900 + (os.getpid() % 90)), script, *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def run_train(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     """``python launch/train.py args`` in a subprocess (one process, no launcher)."""
     return subprocess.run([sys.executable, str(REPO / "launch" / "train.py"), *args], cwd=REPO,

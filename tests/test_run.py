@@ -44,6 +44,7 @@ def test_resume_needs_a_checkpoint_unless_auto(tmp_path):
     (["--precision", "bf16"], "precision 'fp32' in checkpoint vs 'bf16'"),
     (["--grad-accum", "2"], "gradient_accumulation_steps 1 in checkpoint vs 2"),
     (["--num-nodes", "700"], "dataset.synthetic.num_nodes 600 in checkpoint vs 700"),
+    (["--task", "link"], "task.task 'node' in checkpoint vs 'link'"),
 ])
 def test_resume_with_a_changed_setting_names_the_field(tmp_path, changed, field):
     out = tmp_path / "run"

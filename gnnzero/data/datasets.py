@@ -257,7 +257,13 @@ def load_ogb(name: str, root: str, feature_format: str = "auto") -> GraphDataset
     if not os.path.isdir(folder):
         raise GnnZeroError(f"--data-root {root} has no {folder}; download {name} with the ogb "
                            f"package on a machine with internet and copy it there")
-    dataset = PygNodePropPredDataset(name, root=root)
+    # ogb reloads its processed file with a bare torch.load, which torch >= 2.6 restricts to
+    # allow-listed types (weights_only): PyG's Data classes are allow-listed for that call.
+    from torch_geometric.data.data import Data as PygData, DataEdgeAttr, DataTensorAttr
+    from torch_geometric.data.storage import GlobalStorage
+
+    with torch.serialization.safe_globals([PygData, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
+        dataset = PygNodePropPredDataset(name, root=root)
     data, split = dataset[0], dataset.get_idx_split()
     masks = {}
     for key, mask_name in (("train", "train_mask"), ("valid", "val_mask"), ("test", "test_mask")):

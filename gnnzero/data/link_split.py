@@ -47,8 +47,9 @@ class LinkSplit:
     test_topology: Topology   # training + validation edges: test-time message passing
     _test_graph: Any = field(default=None, repr=False)
 
-    def summary(self) -> dict[str, int]:
-        return {"train_edges": int(self.train_pos.size(1)),
+    def summary(self) -> dict[str, Any]:
+        return {"directed_input": self.directed_input,
+                "train_edges": int(self.train_pos.size(1)),
                 "val_edges": int(self.val.pos.size(1)), "test_edges": int(self.test.pos.size(1)),
                 "val_negatives": int(self.val.neg.size(1)),
                 "test_negatives": int(self.test.neg.size(1))}

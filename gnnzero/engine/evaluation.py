@@ -18,7 +18,9 @@ and stamps each split's metrics with the method that produced them.
 
 Metrics (accuracy, micro/macro F1, per-class accuracy) come from a confusion
 matrix summed over ranks; scikit-learn cannot take a distributed confusion
-matrix, hence :func:`metrics_from_confusion`.
+matrix, hence :func:`metrics_from_confusion`.  The final evaluation adds the
+validation and test nodes' one-vs-rest macro ROC-AUC from their class
+probabilities, gathered over ranks (:class:`SplitTally`).
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ from ..data.loaders import with_node_fields
 from ..data.sharding import shard_batches
 from ..errors import GnnZeroError
 from ..models import forward_batch
-from ..utils.dist import all_reduce_tensor, rank_world
+from ..utils.dist import all_reduce_tensor, gather_objects, rank_world
+from ..utils.stats import macro_ovr_auc
 from .batches import prepare_batch
 from .layerwise import (LAYERWISE_BATCH, InferenceOutput, _module,  # noqa: F401 (re-exported)
                         global_gcn_normalisation, layerwise_inference,
@@ -131,29 +134,56 @@ def _equal_batches(nodes: Tensor, num_batches: int, filler: int) -> list[tuple[l
     return [(p.tolist(), len(p)) if len(p) else ([filler], 0) for p in pieces]
 
 
-def _split_metrics(conf: Tensor) -> dict[str, dict]:
-    return {split: metrics_from_confusion(conf[i]) for i, split in enumerate(SPLITS)}
+class SplitTally:
+    """Per split: the confusion matrix summed over ranks and, with ``roc_auc``, the class
+    probabilities of the validation and test nodes (gathered, for the one-vs-rest ROC-AUC)."""
+
+    SCORED = ("val", "test")
+
+    def __init__(self, num_classes: int, roc_auc: bool = False) -> None:
+        self.num_classes, self.roc_auc = num_classes, roc_auc
+        self.conf = torch.zeros(len(SPLITS), num_classes, num_classes, dtype=torch.int64)
+        self.scores: dict[str, list] = {split: [] for split in self.SCORED}
+
+    def add(self, logits: Tensor, y: Tensor, masks: dict[str, Tensor]) -> None:
+        """Rows ``logits`` (CPU) of nodes with labels ``y``; ``masks`` by mask name."""
+        pred = logits.argmax(dim=-1)
+        for i, (split, name) in enumerate(SPLITS.items()):
+            mask = masks[name]
+            self.conf[i] += confusion_matrix(y[mask], pred[mask], self.num_classes)
+            if self.roc_auc and split in self.SCORED and bool(mask.any()):
+                self.scores[split].append((y[mask], logits[mask].float().softmax(dim=-1)))
+
+    def metrics(self) -> dict[str, dict]:
+        """Every split's metrics, the same on all ranks (an all-reduce; a gather with AUC)."""
+        conf = all_reduce_tensor(self.conf)
+        out = {split: metrics_from_confusion(conf[i]) for i, split in enumerate(SPLITS)}
+        if self.roc_auc:
+            gathered = gather_objects(self.scores)       # one dict per rank
+            for split in self.SCORED:
+                parts = [part for scores in gathered for part in scores[split]]
+                if parts:
+                    out[split]["roc_auc_macro_ovr"] = macro_ovr_auc(
+                        torch.cat([y for y, _ in parts]).numpy(),
+                        torch.cat([p for _, p in parts]).numpy())
+        return out
 
 
 @torch.no_grad()
 def evaluate_layerwise(model, dataset: GraphDataset, device: torch.device,
                        dtype: torch.dtype = torch.float32, batch_size: int = LAYERWISE_BATCH,
                        show: bool = False, scratch_dir: Optional[str] = None,
-                       rows_per_read: int = 1 << 16) -> dict[str, dict]:
+                       rows_per_read: int = 1 << 16, roc_auc: bool = False) -> dict[str, dict]:
     """Exact metrics per split over every node, by :func:`layerwise_inference` (bounded
     memory: the logits are read from the scratch file a block at a time); same on all ranks."""
     out = layerwise_inference(model, dataset, device, dtype, batch_size, show=show,
                               scratch_dir=scratch_dir)
-    c = dataset.num_classes
-    conf = torch.zeros(len(SPLITS), c, c, dtype=torch.int64)
+    tally = SplitTally(dataset.num_classes, roc_auc)
     for start in range(0, out.node_ids.numel(), rows_per_read):
         ids = out.node_ids[start:start + rows_per_read]
-        pred = out.logits[start:start + rows_per_read].argmax(dim=-1)
-        y = dataset.y[ids]
-        for i, name in enumerate(SPLITS.values()):
-            mask = dataset.masks[name][ids]
-            conf[i] += confusion_matrix(y[mask], pred[mask], c)
-    return _split_metrics(all_reduce_tensor(conf))
+        tally.add(torch.as_tensor(out.logits[start:start + rows_per_read]), dataset.y[ids],
+                  {name: mask[ids] for name, mask in dataset.masks.items()})
+    return tally.metrics()
 
 
 # ------------------------------------------------------------------ sampled evaluation
@@ -233,37 +263,36 @@ def _cluster_batches(dataset: GraphDataset, partition, rank: int, world: int) ->
 
 @torch.no_grad()
 def _evaluate_batches(model, dataset: GraphDataset, batches: Iterator, device: torch.device,
-                      dtype: torch.dtype) -> dict[str, dict]:
+                      dtype: torch.dtype, roc_auc: bool = False) -> dict[str, dict]:
     """Metrics per split from forwards over ``batches`` (each with a ``count_mask``)."""
     model.eval()
-    c = dataset.num_classes
-    conf = torch.zeros(len(SPLITS), c, c, dtype=torch.int64)
+    tally = SplitTally(dataset.num_classes, roc_auc)
     for batch in batches:
         batch = prepare_batch(batch, device, dtype)
-        pred = forward_batch(model, batch).argmax(dim=-1).cpu()
-        y, count = batch.y.cpu(), batch.count_mask.cpu()
-        for i, mask_name in enumerate(SPLITS.values()):
-            mask = batch[mask_name].cpu() & count
-            conf[i] += confusion_matrix(y[mask], pred[mask], c)
+        logits, count = forward_batch(model, batch).cpu(), batch.count_mask.cpu()
+        tally.add(logits, batch.y.cpu(),
+                  {name: batch[name].cpu() & count for name in SPLITS.values()})
     model.train()
-    return _split_metrics(all_reduce_tensor(conf))
+    return tally.metrics()
 
 
 def evaluate_full_graph(model, dataset: GraphDataset, device: torch.device,
-                        dtype: torch.dtype = torch.float32) -> dict[str, dict]:
+                        dtype: torch.dtype = torch.float32, roc_auc: bool = False
+                        ) -> dict[str, dict]:
     """Exact metrics per split from one whole-graph forward per rank; same on all ranks."""
     rank, world = rank_world()
     return _evaluate_batches(model, dataset, _full_graph_batches(dataset, rank, world), device,
-                             dtype)
+                             dtype, roc_auc)
 
 
 def evaluate_clusters(model, dataset: GraphDataset, partition, device: torch.device,
-                      dtype: torch.dtype = torch.float32) -> dict[str, dict]:
+                      dtype: torch.dtype = torch.float32, roc_auc: bool = False
+                      ) -> dict[str, dict]:
     """Metrics per split over METIS clusters (a :class:`~gnnzero.data.partition.Partition`);
     same on all ranks."""
     rank, world = rank_world()
     return _evaluate_batches(model, dataset, _cluster_batches(dataset, partition, rank, world),
-                             device, dtype)
+                             device, dtype, roc_auc)
 
 
 def auto_eval_method(model, num_nodes: int, sampled_nodes: int = 0) -> tuple[str, str]:
@@ -292,19 +321,21 @@ def final_eval_method(model, num_nodes: int) -> tuple[str, Optional[str]]:
 def evaluate(method: str, model, dataset: GraphDataset, device: torch.device,
              dtype: torch.dtype = torch.float32, *, partition=None,
              scratch_dir: Optional[str] = None, cache_dir: Optional[str] = None,
-             batch_size: int = LAYERWISE_BATCH, show: bool = False) -> dict[str, dict]:
-    """Metrics per split by ``method`` (full-graph, clusters or layerwise), each labelled.
+             batch_size: int = LAYERWISE_BATCH, show: bool = False,
+             roc_auc: bool = False) -> dict[str, dict]:
+    """Metrics per split by ``method`` (full-graph, clusters or layerwise), each labelled;
+    with ``roc_auc``, also the validation and test nodes' one-vs-rest macro ROC-AUC.
 
     ``clusters`` uses ``partition`` (the training loader's) or partitions the graph
     into ``cache_dir`` / the prepared directory first."""
     if method == "layerwise":
         result = evaluate_layerwise(model, dataset, device, dtype, batch_size, show=show,
-                                    scratch_dir=scratch_dir)
+                                    scratch_dir=scratch_dir, roc_auc=roc_auc)
     elif method == "full-graph":
-        result = evaluate_full_graph(model, dataset, device, dtype)
+        result = evaluate_full_graph(model, dataset, device, dtype, roc_auc)
     elif method == "clusters":
         result = evaluate_clusters(model, dataset, partition or eval_partition(dataset, cache_dir),
-                                   device, dtype)
+                                   device, dtype, roc_auc)
     else:
         raise GnnZeroError(f"evaluation method '{method}' is unknown; choose one of "
                            f"{', '.join(EVAL_METHODS)}")

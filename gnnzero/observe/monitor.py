@@ -106,9 +106,11 @@ class TrainingMonitor:
             self.grad_csv = _Csv(os.path.join(out_dir, "grad_norms.csv"), GRAD_FIELDS)
             self.act_csv = _Csv(os.path.join(out_dir, "activations.csv"), ACT_FIELDS)
             self.tb = _tensorboard_writer(os.path.join(out_dir, "tb")) if tensorboard else None
-        norms = getattr(self.model, "norms", None)
+        # the GNN whose hidden layers are hooked: the model, or a link predictor's encoder
+        self.gnn = getattr(self.model, "encoder", self.model)
+        norms = getattr(self.gnn, "norms", None)
         if every > 0 and norms is not None:
-            hidden = self.model.num_layers - (0 if self.model.jk_mode else 1)
+            hidden = self.gnn.num_layers - (0 if self.gnn.jk_mode else 1)
             for index, norm in enumerate(list(norms)[:hidden]):
                 self._hooks.append(norm.register_forward_hook(self._activation_hook(index)))
         self._hidden_layers = len(self._hooks)
@@ -125,12 +127,12 @@ class TrainingMonitor:
     # -- activations
     def _activation_hook(self, layer: int):
         def hook(module, inputs, output) -> None:
-            if not (self._armed and self.model.training):
+            if not (self._armed and self.gnn.training):
                 return
-            act = self.model.act
+            act = self.gnn.act
             # ``act.forward``, not ``act(...)``: a module call would run ZeRO-3's hooks and add
             # a submodule to its trace on rank 0 only, which DeepSpeed rejects as a rank mismatch.
-            value = (output if act is None or self.model.act_first
+            value = (output if act is None or self.gnn.act_first
                      else act.forward(output.detach()))
             stats = activation_stats(value)
             if self.act_csv is not None:

@@ -1,7 +1,7 @@
 """PNG pictures of a run: node embeddings, a k-hop subgraph, training curves, an explanation.
 
-matplotlib (Agg backend, no display needed); t-SNE from scikit-learn, UMAP when
-``umap-learn`` is installed; graph drawing with networkx.  Each function takes
+matplotlib (Agg backend, no display needed); t-SNE from scikit-learn, UMAP from
+``umap-learn`` (the ``inspect`` extra); graph drawing with networkx.  Each function takes
 plain tensors / dicts and writes one PNG, so it can be used without a run dir.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 from torch import Tensor
+
+from ..errors import GnnZeroError
 
 CLASS_CMAP = "tab10"
 
@@ -37,15 +39,24 @@ def _save(fig, path: str) -> str:
     return path
 
 
+def require_umap() -> None:
+    """One line when ``--method umap`` cannot run: umap-learn is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("umap") is None:
+        raise GnnZeroError("--method umap needs umap-learn: pip install -e '.[inspect]' (or "
+                           "pip install umap-learn), or use --method tsne")
+
+
 def reduce_to_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D coordinates of ``features`` by t-SNE (scikit-learn) or UMAP; returns (coords, method)."""
+    """2-D coordinates of ``features`` by t-SNE (scikit-learn) or UMAP (umap-learn, the
+    ``inspect`` extra); returns (coords, method).  A missing umap-learn is an error, never a
+    silent t-SNE."""
     if method == "umap":
-        try:
-            import umap  # optional
-        except ImportError:
-            method = "tsne"
-        else:
-            return umap.UMAP(n_components=2, random_state=seed).fit_transform(features), "umap"
+        require_umap()
+        import umap
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(features), "umap"
     if method != "tsne":
         raise ValueError(f"embedding method '{method}' is unknown; use tsne or umap")
     from sklearn.manifold import TSNE

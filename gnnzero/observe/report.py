@@ -79,10 +79,16 @@ def _accuracy_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
 def _task_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """Validation figure; for link prediction also AP, MRR and Hits@K of the test edges."""
     if metrics.get("task", "node") == "node":
-        return [("val accuracy", f"{metrics['val_accuracy']:.4f}")]
-    test = metrics["evaluation"]["test"]
+        auc = metrics["evaluation"]["test"].get("roc_auc_macro_ovr")
+        return [("val accuracy", f"{metrics['val_accuracy']:.4f}"),
+                *([("test ROC-AUC (one-vs-rest, macro)", f"{auc:.4f}")] if auc is not None
+                  else [])]
+    test, split = metrics["evaluation"]["test"], metrics["evaluation"]["split"]
     hits = ", ".join(f"{k} {v:.3f}" for k, v in test.items() if k.startswith("hits@"))
-    return [("val ROC-AUC", f"{metrics['val_auc']:.4f}"),
+    made = " (the directed input was made undirected)" if split.get("directed_input") else ""
+    return [("edges: train / val / test (undirected)",
+             f"{split['train_edges']:,} / {split['val_edges']:,} / {split['test_edges']:,}{made}"),
+            ("val ROC-AUC", f"{metrics['val_auc']:.4f}"),
             ("test average precision / MRR", f"{test['average_precision']:.4f} / "
                                              f"{test['mrr']:.4f}"),
             ("test Hits@K", hits)]

@@ -1,40 +1,18 @@
 """Link-prediction metrics from the scores of positive and negative pairs.
 
-ROC-AUC is the Mann-Whitney U statistic (scipy) over ``n_pos * n_neg``, which is
-scikit-learn's ``roc_auc_score`` (ties count half).  Average precision, Hits@K
+ROC-AUC is the Mann-Whitney U statistic (:mod:`gnnzero.utils.stats`).  Average precision, Hits@K
 and MRR are written out because scikit-learn is no dependency of the package and
 OGB's ``Evaluator`` takes a dataset name; their definitions follow scikit-learn's
 ``average_precision_score`` and OGB's ``Evaluator._eval_hits`` / ``_eval_mrr``.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
 from ..data.distances import BUCKETS
-
-
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Probability that a random positive outscores a random negative (ties half)."""
-    from scipy.stats import mannwhitneyu
-
-    if not len(pos) or not len(neg):
-        return float("nan")
-    u = mannwhitneyu(pos, neg, alternative="two-sided", method="asymptotic").statistic
-    return float(u) / (len(pos) * len(neg))
-
-
-def auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tuple[float, float]:
-    """Hanley & McNeil (1982) normal interval of an AUC from ``n_pos`` / ``n_neg`` samples."""
-    if not n_pos or not n_neg or math.isnan(auc):
-        return 0.0, 1.0
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc)
-           + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
-    half = z * math.sqrt(max(var, 0.0))
-    return max(0.0, auc - half), min(1.0, auc + half)
+from ..utils.stats import auc_interval, roc_auc  # noqa: F401 (re-exported)
 
 
 def _ranked(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

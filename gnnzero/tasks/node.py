@@ -40,7 +40,7 @@ class NodeTask:
             print(f"final evaluation: {method} (layer-wise is not possible: {reason})",
                   flush=True)
         return evaluate(method, trainer.engine, trainer.dataset, trainer.device, trainer.dtype,
-                        **trainer.eval_options(), show=show)
+                        **trainer.eval_options(), show=show, roc_auc=True)
 
     def headline_metrics(self, final: dict) -> dict[str, Any]:
         """The final model's figures at the top of ``metrics.json``."""

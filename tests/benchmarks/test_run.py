@@ -67,3 +67,36 @@ def test_bench_smoke_writes_records_table_and_plot(tmp_path):
     assert z3["activation_bytes"]["peak"] < base["activation_bytes"]["peak"]
     table = (tmp_path / "results" / "bench_smoke.md").read_text()
     assert "measured/formula" in table and "thr vs baseline" in table
+
+
+@pytest.mark.e2e
+def test_bench_runs_link_prediction_configurations(tmp_path):
+    """`--task link`: one ZeRO-2 launch + its baseline, recorded with the link figures and
+    scored pairs per second; the model states follow the same closed form (20Ψ for fp32
+    ZeRO-2, 16Ψ for the baseline)."""
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--task", "link", "--stages", "2",
+                           "--precisions", "fp32", "--worlds", "1", "--loaders", "cluster",
+                           "--models", "dense", "--num-nodes", "1500", "--layers", "2",
+                           "--epochs", "1", "--tag", "link", "--results-dir",
+                           str(tmp_path / "results"), "--work-dir", str(tmp_path / "work")],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = (tmp_path / "results" / "bench_link.jsonl").read_text().splitlines()
+    records = {r["config"]: r for r in map(json.loads, lines)}
+    assert set(records) == {"baseline_cluster_dense", "z2_fp32_w1_cluster_dense"}
+    for record in records.values():
+        assert record["task"] == "link" and record["test_metric"] == "auc"
+        assert 0.0 <= record["test_auc"] <= 1.0 and record["test_accuracy"] is None
+        assert record["train_pairs_per_s"] > 0
+        assert record["train_rate_per_s"] == record["train_pairs_per_s"]
+    psi = records["baseline_cluster_dense"]["num_parameters"]
+    assert records["baseline_cluster_dense"]["model_state_bytes"]["total"] == 16 * psi
+    assert 20 * psi <= records["z2_fp32_w1_cluster_dense"]["model_state_bytes"]["total"] \
+        <= 20 * psi * 1.01 + 1024
+    table = (tmp_path / "results" / "bench_link.md").read_text()
+    assert "AUC " in table and " pairs |" in table
+    refused = subprocess.run([sys.executable, "benchmarks/run.py", "--task", "link",
+                              "--loaders", "saint-rw"], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "--loaders saint-rw is not one of full,cluster,neighbor" \
+        in refused.stderr

@@ -36,6 +36,21 @@ def test_hidden_edges_are_not_in_the_training_graph(graph):
     assert split_ds.num_nodes == graph.num_nodes and split_ds.features is graph.features
 
 
+def test_test_edges_are_scored_over_training_and_validation_edges(graph):
+    """PyG's protocol: validation messages use the training edges, test messages the training
+    and validation edges; a test edge is never a message."""
+    from gnnzero.data.link_split import test_graph
+
+    dataset = split_edges(graph, 0.1, 0.2, seed=1)
+    split = dataset.link_split
+    at_test = test_graph(dataset)
+    assert test_graph(dataset) is at_test                       # built once
+    assert _undirected_set(at_test.edge_index) == \
+        _undirected_set(split.train_pos) | _undirected_set(split.val.pos)
+    assert not _undirected_set(at_test.edge_index) & _undirected_set(split.test.pos)
+    assert at_test.features is dataset.features and at_test.num_nodes == dataset.num_nodes
+
+
 def test_split_is_seeded(graph):
     a, b = (split_edges(graph, 0.1, 0.1, seed=5).link_split for _ in range(2))
     c = split_edges(graph, 0.1, 0.1, seed=6).link_split

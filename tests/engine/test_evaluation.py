@@ -131,3 +131,38 @@ def test_whole_graph_batch_is_never_served_from_a_freed_dataset():
         dataset = dataclasses.replace(base, features=store)
         assert torch.all(_full_graph(dataset).x == i), i
         del dataset, store
+
+
+def test_macro_ovr_roc_auc_matches_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    from gnnzero.utils.stats import macro_ovr_auc
+
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 5, (400,), generator=gen)
+    logits = torch.randn(400, 5, generator=gen) + 1.5 * torch.nn.functional.one_hot(y, 5)
+    probs = logits.softmax(-1)
+    assert macro_ovr_auc(y.numpy(), probs.numpy()) == pytest.approx(
+        sklearn.roc_auc_score(y.numpy(), probs.numpy(), multi_class="ovr", average="macro"),
+        abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["full-graph", "layerwise"])
+def test_final_evaluation_reports_the_nodes_macro_roc_auc(small_synthetic, method):
+    """The val / test ROC-AUC of an exact evaluation is scikit-learn's on the softmax of the
+    whole-graph forward, for both the whole-graph and the layer-wise path."""
+    sklearn = pytest.importorskip("sklearn.metrics")
+    from gnnzero.engine.evaluation import evaluate
+
+    ds = small_synthetic
+    torch.manual_seed(0)
+    model = build_model("sage", ds.num_features, 16, ds.num_classes, 2).eval()
+    with torch.no_grad():
+        probs = model(ds.features.rows(torch.arange(ds.num_nodes)), ds.edge_index).softmax(-1)
+    result = evaluate(method, model, ds, torch.device("cpu"), roc_auc=True)
+    for split in ("val", "test"):
+        mask = ds.masks[f"{split}_mask"]
+        expected = sklearn.roc_auc_score(ds.y[mask].numpy(), probs[mask].numpy(),
+                                         multi_class="ovr", average="macro")
+        assert result[split]["roc_auc_macro_ovr"] == pytest.approx(expected, abs=1e-5)
+    assert "roc_auc_macro_ovr" not in result["train"]
+    assert "roc_auc_macro_ovr" not in evaluate(method, model, ds, torch.device("cpu"))["test"]

@@ -8,13 +8,15 @@ writes the link metrics (AUC, AP, Hits@K, MRR, the distance table) and a summary
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tests.engine.test_trainer import RTOL, _two_rank_ds_config
-from tests.helpers import read_metrics, run_deepspeed
+from tests.helpers import REPO, read_metrics, run_deepspeed
 
 # 1,500 nodes in 16 METIS parts, 2 parts a batch, 2 ranks: 4 optimizer steps an epoch.
 TWO_RANKS = ["--task", "link", "--num-nodes", "1500", "--hidden", "16", "--dropout", "0",
@@ -141,3 +143,19 @@ def test_one_rank_link_runs(tmp_path, config, extra):
         assert sampled["total"] == 300 and sampled["ci_low"] <= sampled["auc"] <= sampled["ci_high"]
     else:
         assert metrics["test_auc"] > 0.7, metrics["test_auc"]
+        _check_inspection(out)
+
+
+def _check_inspection(run_dir) -> None:
+    """``python -m gnnzero.inspect RUN_DIR`` on a link run draws the distance bars and the
+    score histograms; the node-class pictures are refused in one line."""
+    inspect = [sys.executable, "-m", "gnnzero.inspect", str(run_dir)]
+    proc = subprocess.run(inspect, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("link_buckets.png", "link_scores.png"):
+        picture = run_dir / "inspect" / name
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
+    proc = subprocess.run([*inspect, "--embeddings"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "is a --task link run: use --links or --curves" in proc.stderr

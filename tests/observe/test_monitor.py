@@ -125,3 +125,35 @@ def test_nan_and_exploding_gradients_are_reported_with_layer_and_step(small_synt
     err = capsys.readouterr().err
     assert "warning: gradient of layer convs.1 is inf at optimizer step 5" in err
     assert len(_rows(tmp_path / "activations.csv")) == 5  # one hidden layer, every step
+
+
+def test_tensorboard_scalars_read_back_with_tensorboards_reader(small_synthetic, tmp_path):
+    """The monitor's TensorBoard events hold the CSV's gradient norms and activation means,
+    step for step, read with tensorboard's own EventAccumulator."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    graph = _graph(small_synthetic)
+    torch.manual_seed(0)
+    model = build_model("sage", small_synthetic.num_features, 16, small_synthetic.num_classes, 2)
+    monitor = TrainingMonitor(model, str(tmp_path), every=2)
+    for step in range(1, 7):
+        model.zero_grad()
+        monitor.start_forward(step)
+        node_loss(model(graph.x, graph.edge_index), graph).backward()
+        monitor.record_gradients(None, step)
+    monitor.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    grads = {(r["layer"], int(r["step"])): float(r["grad_norm"])
+             for r in _rows(tmp_path / "grad_norms.csv")}
+    for tag in ("grad_norm/convs.0", "grad_norm/convs.1"):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == [2, 4, 6]
+        layer = tag.split("/", 1)[1]
+        for s in scalars:
+            assert s.value == pytest.approx(grads[(layer, s.step)], rel=1e-6)
+    activation = events.Scalars("activation/mean/layer0")
+    assert [s.step for s in activation] == [2, 4, 6]
+    means = [float(r["mean"]) for r in _rows(tmp_path / "activations.csv")]
+    assert [s.value for s in activation] == pytest.approx(means, rel=1e-6)

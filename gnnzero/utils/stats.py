@@ -1,0 +1,37 @@
+"""Rank statistics shared by the node and link metrics: ROC-AUC and its interval."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Probability that a random positive outscores a random negative (ties count half): the
+    Mann-Whitney U statistic (scipy) over ``n_pos * n_neg``, scikit-learn's ``roc_auc_score``."""
+    from scipy.stats import mannwhitneyu
+
+    if not len(pos) or not len(neg):
+        return float("nan")
+    u = mannwhitneyu(pos, neg, alternative="two-sided", method="asymptotic").statistic
+    return float(u) / (len(pos) * len(neg))
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tuple[float, float]:
+    """Hanley & McNeil (1982) normal interval of an AUC from ``n_pos`` / ``n_neg`` samples."""
+    if not n_pos or not n_neg or math.isnan(auc):
+        return 0.0, 1.0
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc)
+           + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    half = z * math.sqrt(max(var, 0.0))
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
+def macro_ovr_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """One-vs-rest ROC-AUC of class probabilities ``probs`` ``[n, C]``, averaged over the classes
+    that have both positives and negatives among ``y`` (scikit-learn's ``roc_auc_score(...,
+    multi_class="ovr", average="macro")`` when every class occurs)."""
+    aucs = [roc_auc(probs[y == c, c], probs[y != c, c]) for c in range(probs.shape[1])
+            if 0 < int((y == c).sum()) < len(y)]
+    return float(np.mean(aucs)) if aucs else float("nan")
