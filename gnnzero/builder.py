@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .config import RunConfig
+from .errors import GnnZeroError
 from .data import GraphDataset, build_loader as _build_loader, load_dataset
 from .data.loaders import GraphLoader
 from .data.link_loaders import build_link_loader
@@ -23,10 +24,26 @@ def build_dataset(cfg: RunConfig) -> GraphDataset:
     if d.pca_components:
         dataset = reduce_features(dataset, d.pca_components, seed=cfg.train.seed)
     dataset.sparse_batch_density = d.sparse_batch_density
+    _use_categorical(dataset, d)
     if cfg.task.is_link:
         dataset = split_edges(dataset, cfg.task.val_fraction, cfg.task.test_fraction,
                               cfg.train.seed)
     return dataset
+
+
+def _use_categorical(dataset: GraphDataset, d) -> None:
+    """``--categorical``: keep the file's ``x_cat`` ids for the model (batches dense, as the
+    embedding is concatenated to ``x``); without it, drop them, saying so."""
+    if d.categorical:
+        if dataset.categorical is None:
+            raise GnnZeroError(f"--categorical: {d.dataset} has no categorical columns; give a "
+                               f".pt / .npz file with an integer x_cat array [num_nodes, C] "
+                               f"(a prepared directory or --feature-store mmap keeps none)")
+        dataset.sparse_batch_density = 0.0
+    elif dataset.categorical is not None:
+        print(f"note: {d.dataset} holds {dataset.categorical.size(1)} categorical columns "
+              f"(x_cat), unused; add --categorical to embed them", flush=True)
+        dataset.categorical = None
 
 
 def build_model(cfg: RunConfig, dataset: GraphDataset) -> torch.nn.Module:
@@ -37,7 +54,9 @@ def build_model(cfg: RunConfig, dataset: GraphDataset) -> torch.nn.Module:
     gnn = _build_model(m.arch, dataset.num_features, m.hidden, out, m.layers,
                        share_weights=m.share_weights, rank=m.rank, dropout=m.dropout,
                        norm=m.norm, jk=m.jk, heads=m.heads,
-                       activation_checkpointing=m.activation_checkpointing)
+                       activation_checkpointing=m.activation_checkpointing,
+                       categorical=(dataset.categorical_vocabulary, m.categorical_dim)
+                       if cfg.data.categorical else None)
     return build_link_model(gnn, cfg.task.decoder, out) if cfg.task.is_link else gnn
 
 

@@ -73,6 +73,10 @@ class RunConfig:
             raise refuse(field_named(LoaderOptions, "num_neighbors"), fan_out,
                          f"has {len(fan_out)} entries but --layers is {self.model.layers}; "
                          f"give one fan-out per layer")
+        if self.task.is_link and self.data.categorical:
+            raise refuse(field_named(DataConfig, "categorical"), True,
+                         "categorical columns are embedded for --task node only; drop "
+                         "--categorical or use --task node")
         if self.task.is_link and self.loader.kind not in LINK_LOADER_KINDS:
             raise refuse(field_named(LoaderOptions, "kind"), self.loader.kind,
                          f"--task link trains on --loader {' / '.join(LINK_LOADER_KINDS)}; "
@@ -148,6 +152,9 @@ def _refuse_inapplicable_loader_flags(namespace: argparse.Namespace) -> None:
             flag = flag_of(field_named(TaskConfig, name))
             raise SettingError(f"{flag} applies to --task link only, not --task {task}; add "
                                f"--task link or drop it")
+    if hasattr(namespace, "model.categorical_dim") and not hasattr(namespace, "data.categorical"):
+        raise SettingError("--categorical-dim applies with --categorical only; add "
+                           "--categorical or drop it")
     kind = getattr(namespace, "loader.kind", LoaderOptions().kind)
     for name, kinds in LOADER_SPECIFIC.items():
         if hasattr(namespace, f"loader.{name}") and kind not in kinds:

@@ -80,6 +80,7 @@ def resume_meta(cfg: RunConfig, dataset, world: int, ds_config: dict, model) -> 
             "dataset": {"name": cfg.data.dataset, "fingerprint": dataset.fingerprint(),
                         "num_features": dataset.num_features,
                         "pca_components": cfg.data.pca_components,
+                        "categorical": cfg.data.categorical,
                         "synthetic": cfg.data.synthetic_options()},
             "parameters": ckpt.parameter_shapes(getattr(model, "module", model))}
 

@@ -89,11 +89,16 @@ class CategoricalEmbedding(nn.Module):
 
 
 class NodeFeatureEncoder(nn.Module):
-    """Dense numeric features concatenated with embedded categorical columns."""
+    """Dense numeric features concatenated with embedded categorical columns: the input of a
+    model trained with ``--categorical`` (``num_embeddings``: the shared table's rows)."""
 
-    def __init__(self, encoder: CategoricalEncoder, dim: int, mode: str = "sum") -> None:
+    def __init__(self, num_embeddings: int, dim: int, mode: str = "sum") -> None:
         super().__init__()
-        self.embed = CategoricalEmbedding.from_encoder(encoder, dim, mode)
+        self.embed = CategoricalEmbedding(num_embeddings, dim, mode)
+
+    @classmethod
+    def from_encoder(cls, encoder: CategoricalEncoder, dim: int, mode: str = "sum"):
+        return cls(encoder.num_embeddings, dim, mode)
 
     def forward(self, x: Optional[Tensor], categorical_ids: Tensor) -> Tensor:
         emb = self.embed(categorical_ids)

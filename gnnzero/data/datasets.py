@@ -12,7 +12,10 @@ User file format (``--dataset PATH`` ending in ``.pt`` or ``.npz``):
   for ``.npz`` the CSR triplet ``x_data``, ``x_indices``, ``x_indptr`` plus
   ``x_shape``;
 * ``y``: int ``[N]``;  ``train_mask``, ``val_mask``, ``test_mask``: bool ``[N]``;
-* optional ``num_classes``.
+* optional ``num_classes``;
+* optional ``x_cat``: int ``[N, C]``, integer-encoded categorical columns (any values per
+  column); embedded inside the model with ``--categorical`` (``EmbeddingBag``), never
+  one-hot.
 """
 from __future__ import annotations
 
@@ -64,6 +67,10 @@ class GraphDataset:
     # Link prediction: the hidden-edge split (data/link_split.py); the topology is then the
     # training graph, without the validation and test edges.
     link_split: Any = None
+    # Categorical columns as ids into one shared table ([N, C] int64, data/categorical.py)
+    # and the table's rows; None without categorical columns.
+    categorical: Optional[torch.Tensor] = None
+    categorical_vocabulary: int = 0
 
     @property
     def num_nodes(self) -> int:
@@ -108,6 +115,8 @@ class GraphDataset:
         """Features, labels and masks of the nodes ``n_id`` (global ids)."""
         out = {"x": self.batch_features(n_id), "y": self.y[n_id]}
         out.update({name: mask[n_id] for name, mask in self.masks.items()})
+        if self.categorical is not None:
+            out["x_cat"] = self.categorical[n_id]
         return out
 
 
@@ -310,8 +319,28 @@ def load_user_file(path: str, feature_format: str = "auto") -> GraphDataset:
         x = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
     num_classes = int(raw["num_classes"]) if "num_classes" in raw else None
     masks = {k: torch.as_tensor(np.asarray(raw[k])) for k in MASK_NAMES}
-    return _finish(os.path.basename(path), torch.as_tensor(np.asarray(raw["edge_index"])), x,
-                   torch.as_tensor(np.asarray(raw["y"])), masks, num_classes, feature_format)
+    dataset = _finish(os.path.basename(path), torch.as_tensor(np.asarray(raw["edge_index"])), x,
+                      torch.as_tensor(np.asarray(raw["y"])), masks, num_classes, feature_format)
+    if "x_cat" in raw:
+        _attach_categorical(dataset, path, raw["x_cat"])
+    return dataset
+
+
+def _attach_categorical(dataset: GraphDataset, path: str, columns) -> None:
+    """Encode a file's ``x_cat`` columns into shared-table ids (``CategoricalEncoder``)."""
+    from .categorical import CategoricalEncoder
+
+    columns = np.asarray(columns.numpy() if isinstance(columns, torch.Tensor) else columns)
+    if columns.ndim == 1:
+        columns = columns[:, None]
+    if columns.ndim != 2 or columns.shape[0] != dataset.num_nodes or \
+            not np.issubdtype(columns.dtype, np.integer):
+        raise GnnZeroError(f"{path}: x_cat must be an integer array [num_nodes, columns] = "
+                           f"[{dataset.num_nodes}, C], got {columns.dtype} {list(columns.shape)}; "
+                           f"encode each categorical column as integers")
+    encoder = CategoricalEncoder()
+    dataset.categorical = encoder.fit_transform(columns)
+    dataset.categorical_vocabulary = encoder.num_embeddings
 
 
 def _npz_header(path: str, member: str, handle) -> tuple[tuple[int, ...], np.dtype]:

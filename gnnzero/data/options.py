@@ -44,6 +44,9 @@ class DataConfig:
     cache_dir: str = setting(".cache/gnnzero", "prepared copies of named datasets, and METIS "
                                                "partitions / GraphSAINT norms of graphs not read "
                                                "from a prepared directory", allowed="a folder")
+    categorical: bool = setting(False, "embed the dataset file's integer-encoded categorical "
+                                       "columns (x_cat) with an EmbeddingBag inside the model, "
+                                       "beside x (never one-hot); batches are then dense")
     pca_components: int = setting(0, "replace the node features by their top K principal "
                                      "components (0 = off)", low=0)
 

@@ -247,10 +247,18 @@ def _takes_pairs(conv) -> bool:
     return isinstance(_inner_conv(conv), (SAGEConv, GINConv, GATConv))
 
 
-def _rows(dataset: GraphDataset, previous: Optional[np.ndarray], n_id: np.ndarray) -> Tensor:
-    if previous is None:   # the first layer reads the features as batches carry them
-        return dataset.batch_features(torch.from_numpy(n_id))
-    return torch.from_numpy(np.asarray(previous[n_id]))
+def _rows(dataset: GraphDataset, previous: Optional[np.ndarray], n_id: np.ndarray, gnn,
+          device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The layer's input rows of ``n_id`` on the device: the features as batches carry them
+    (with ``--categorical``, through the model's input encoder), else the previous layer's."""
+    if previous is not None:
+        return torch.from_numpy(np.asarray(previous[n_id])).to(device=device, dtype=dtype)
+    index = torch.from_numpy(n_id)
+    x = dataset.batch_features(index).to(device=device, dtype=dtype)
+    encoder = getattr(gnn, "input_encoder", None)
+    if encoder is not None:
+        x = encoder(x, dataset.categorical[index].to(device))
+    return x
 
 
 @torch.no_grad()
@@ -288,7 +296,7 @@ def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
                 out_array: Optional[np.ndarray] = None
                 for a, b, keep in chunks:
                     n_id, edge_index, weight = graph.chunk(a, b)
-                    x = _rows(dataset, previous, n_id).to(device=device, dtype=dtype)
+                    x = _rows(dataset, previous, n_id, gnn, device, dtype)
                     if bipartite[layer] and not is_sparse(x):  # only the targets' outputs
                         x = (x, x[:b - a])
                     args = (x, edge_index.to(device)) + (() if weight is None else

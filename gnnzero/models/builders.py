@@ -24,24 +24,41 @@ from .importance import pinsage_neighbourhood
 from .lowrank import replace_linears_with_low_rank, share_linear_weights
 from .sparse_input import check_sparse_input, enable_sparse_input
 from .options import ARCHS, JK_MODES, NORMS, hidden_layer_indices
+from ..errors import GnnZeroError
 
 
 
-class GCNModel(GCN):
+class CategoricalInputMixin:
+    """``forward(..., x_cat=ids)``: with an ``input_encoder`` (``--categorical``), the node
+    features are ``[x, EmbeddingBag(x_cat)]`` before the first layer."""
+
+    def forward(self, x, edge_index, edge_weight=None, *args, x_cat: Optional[Tensor] = None,
+                **kwargs):
+        encoder = getattr(self, "input_encoder", None)   # a submodule only with --categorical
+        if encoder is not None:
+            if x_cat is None:
+                raise GnnZeroError("this model embeds categorical columns (--categorical) but "
+                                   "the batch carries no x_cat; build batches from the dataset "
+                                   "it was trained on")
+            x = encoder(x, x_cat)
+        return super().forward(x, edge_index, edge_weight, *args, **kwargs)
+
+
+class GCNModel(CategoricalInputMixin, GCN):
     supports_edge_weight = True
 
     def init_conv(self, in_channels, out_channels, **kwargs):
         return GCNConvFp32(in_channels, out_channels, **kwargs)
 
 
-class SAGEModel(GraphSAGE):
+class SAGEModel(CategoricalInputMixin, GraphSAGE):
     supports_edge_weight = True
 
     def init_conv(self, in_channels, out_channels, **kwargs):
         return SAGEConvWeighted(in_channels, out_channels, **kwargs)
 
 
-class GINModel(GIN):
+class GINModel(CategoricalInputMixin, GIN):
     supports_edge_weight = True
 
     def init_conv(self, in_channels, out_channels, **kwargs):
@@ -50,7 +67,7 @@ class GINModel(GIN):
         return GINConvWeighted(mlp, **kwargs)
 
 
-class GATModel(GAT):
+class GATModel(CategoricalInputMixin, GAT):
     """PyG's GAT stack; ``edge_weight`` is accepted and ignored (see ``GATConvFp32``)."""
 
     supports_edge_weight = True
@@ -65,7 +82,7 @@ class GATModel(GAT):
                            dropout=self.dropout.p, **kwargs)
 
 
-class PinSAGEModel(BasicGNN):
+class PinSAGEModel(CategoricalInputMixin, BasicGNN):
     """PinSAGE: aggregation over random-walk importance neighbourhoods.
 
     ``forward(x, edge_index, edge_weight)`` uses ``edge_weight`` as neighbour
@@ -168,7 +185,8 @@ def _validate(arch: str, in_channels: int, hidden_channels: int, out_channels: i
 def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels: int,
                 num_layers: int, *, share_weights: bool = False, rank: Optional[int] = None,
                 dropout: float = 0.5, norm: Optional[str] = None, jk: Optional[str] = None,
-                heads: int = 1, activation_checkpointing: bool = False) -> BasicGNN:
+                heads: int = 1, activation_checkpointing: bool = False,
+                categorical: Optional[tuple[int, int]] = None) -> BasicGNN:
     """Build a GNN whose ``forward(x, edge_index, edge_weight=None)`` returns logits.
 
     ``rank`` factorises every dense linear map inside the convolutions
@@ -181,18 +199,25 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
     sparse-dense (:mod:`.sparse_input`), later layers are unchanged.
     ``edge_weight`` scales neighbour messages (GraphSAINT norms); ``pinsage`` uses it
     as importance or, without it, random-walk importance; ``gat`` ignores it.
+    ``categorical=(table rows, dim)`` adds an ``EmbeddingBag`` input encoder: the model
+    then takes ``x_cat`` ids and its first layer reads ``in_channels + dim`` features.
     """
     _validate(arch, in_channels, hidden_channels, out_channels, num_layers, rank, dropout,
               norm, jk, heads)
     kwargs = {"heads": heads} if arch == "gat" else {}
-    model = MODEL_CLASSES[arch](in_channels, hidden_channels, num_layers, out_channels,
+    features = in_channels + (categorical[1] if categorical else 0)
+    model = MODEL_CLASSES[arch](features, hidden_channels, num_layers, out_channels,
                                 dropout=dropout, norm=norm, jk=jk, **kwargs)
+    if categorical:
+        from ..data.categorical import NodeFeatureEncoder
+
+        model.input_encoder = NodeFeatureEncoder(*categorical)
     if rank is not None:
         # Maps reading the raw (often sparse bag-of-words) input features get a small input
         # factor, maps reading hidden activations a spectral init (see LowRankLinear).
         for i, conv in enumerate(model.convs):
-            replace_linears_with_low_rank(conv, rank, in_channels if i == 0 else None)
-    enable_sparse_input(model, in_channels)   # before checkpointing wraps the convs
+            replace_linears_with_low_rank(conv, rank, features if i == 0 else None)
+    enable_sparse_input(model, features)   # before checkpointing wraps the convs
     if share_weights:
         shared = [model.convs[i] for i in hidden_layer_indices(num_layers, jk)]
         if len(shared) < 2:
@@ -206,7 +231,7 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
     model.config = dict(arch=arch, in_channels=in_channels, hidden_channels=hidden_channels,
                         out_channels=out_channels, num_layers=num_layers,
                         share_weights=share_weights, rank=rank, dropout=dropout, norm=norm,
-                        jk=jk, heads=heads)
+                        jk=jk, heads=heads, categorical=categorical)
     return model
 
 
@@ -217,6 +242,7 @@ def forward_batch(model: nn.Module, batch, pairs: Optional[Tensor] = None) -> Te
     edge_weight = getattr(batch, "edge_weight", None)
     if edge_weight is None:
         edge_weight = getattr(batch, "edge_norm", None)
+    extra = {"x_cat": batch.x_cat} if "x_cat" in batch else {}   # --categorical ids
     if pairs is None:
-        return model(batch.x, batch.edge_index, edge_weight)
-    return model(batch.x, batch.edge_index, edge_weight, pairs)
+        return model(batch.x, batch.edge_index, edge_weight, **extra)
+    return model(batch.x, batch.edge_index, edge_weight, pairs, **extra)

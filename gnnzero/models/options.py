@@ -33,6 +33,8 @@ class ModelConfig:
     jk: Optional[str] = setting(None, "jumping-knowledge mode", choices=JK_MODES[1:],
                                 none_means="last layer only")
     heads: int = setting(1, "attention heads (--model gat only)", low=1)
+    categorical_dim: int = setting(16, "--categorical: width of the categorical columns' "
+                                       "summed embedding, concatenated to x", low=1)
     activation_checkpointing: bool = setting(False, "recompute each GNN layer in backward to "
                                                     "save activation memory")
 
