@@ -8,6 +8,7 @@ returns logits.
 """
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from typing import Optional
@@ -29,36 +30,42 @@ from ..errors import GnnZeroError
 
 
 class CategoricalInputMixin:
-    """``forward(..., x_cat=ids)``: with an ``input_encoder`` (``--categorical``), the node
-    features are ``[x, EmbeddingBag(x_cat)]`` before the first layer."""
+    """``forward(..., x_cat=ids)``: the node features are ``[x, input_encoder(x_cat)]`` (an
+    ``EmbeddingBag``, ``--categorical``) before the first layer.  Mixed into a built model's
+    class only when it has categorical columns (:func:`_with_categorical_input`), so every
+    other model keeps PyG's forward (``to_hetero`` traces it with torch.fx)."""
 
     def forward(self, x, edge_index, edge_weight=None, *args, x_cat: Optional[Tensor] = None,
                 **kwargs):
-        encoder = getattr(self, "input_encoder", None)   # a submodule only with --categorical
-        if encoder is not None:
-            if x_cat is None:
-                raise GnnZeroError("this model embeds categorical columns (--categorical) but "
-                                   "the batch carries no x_cat; build batches from the dataset "
-                                   "it was trained on")
-            x = encoder(x, x_cat)
-        return super().forward(x, edge_index, edge_weight, *args, **kwargs)
+        if x_cat is None:
+            raise GnnZeroError("this model embeds categorical columns (--categorical) but the "
+                               "batch carries no x_cat; build batches from the dataset it was "
+                               "trained on")
+        return super().forward(self.input_encoder(x, x_cat), edge_index, edge_weight, *args,
+                               **kwargs)
 
 
-class GCNModel(CategoricalInputMixin, GCN):
+@functools.lru_cache(maxsize=None)
+def _with_categorical_input(cls: type) -> type:
+    """``cls`` with :class:`CategoricalInputMixin` first (one class per builder class)."""
+    return type(f"Categorical{cls.__name__}", (CategoricalInputMixin, cls), {})
+
+
+class GCNModel(GCN):
     supports_edge_weight = True
 
     def init_conv(self, in_channels, out_channels, **kwargs):
         return GCNConvFp32(in_channels, out_channels, **kwargs)
 
 
-class SAGEModel(CategoricalInputMixin, GraphSAGE):
+class SAGEModel(GraphSAGE):
     supports_edge_weight = True
 
     def init_conv(self, in_channels, out_channels, **kwargs):
         return SAGEConvWeighted(in_channels, out_channels, **kwargs)
 
 
-class GINModel(CategoricalInputMixin, GIN):
+class GINModel(GIN):
     supports_edge_weight = True
 
     def init_conv(self, in_channels, out_channels, **kwargs):
@@ -67,7 +74,7 @@ class GINModel(CategoricalInputMixin, GIN):
         return GINConvWeighted(mlp, **kwargs)
 
 
-class GATModel(CategoricalInputMixin, GAT):
+class GATModel(GAT):
     """PyG's GAT stack; ``edge_weight`` is accepted and ignored (see ``GATConvFp32``)."""
 
     supports_edge_weight = True
@@ -82,7 +89,7 @@ class GATModel(CategoricalInputMixin, GAT):
                            dropout=self.dropout.p, **kwargs)
 
 
-class PinSAGEModel(CategoricalInputMixin, BasicGNN):
+class PinSAGEModel(BasicGNN):
     """PinSAGE: aggregation over random-walk importance neighbourhoods.
 
     ``forward(x, edge_index, edge_weight)`` uses ``edge_weight`` as neighbour
@@ -212,6 +219,7 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
         from ..data.categorical import NodeFeatureEncoder
 
         model.input_encoder = NodeFeatureEncoder(*categorical)
+        model.__class__ = _with_categorical_input(type(model))
     if rank is not None:
         # Maps reading the raw (often sparse bag-of-words) input features get a small input
         # factor, maps reading hidden activations a spectral init (see LowRankLinear).
