@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subgraph", type=int, nargs="+", metavar="NODE",
                    help="k-hop subgraph around these nodes, true vs predicted class")
     p.add_argument("--explain", type=int, nargs="+", metavar="NODE",
-                   help="GNNExplainer: most important edges and features for these nodes")
+                   help="most important edges (and, GNNExplainer, features) for these nodes")
+    p.add_argument("--explainer", choices=["gnn", "pg"], default="gnn",
+                   help="gnn = GNNExplainer (per node, edges + features); pg = PGExplainer "
+                        "(one edge-mask network trained over many nodes, edges only)")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/inspect)")
     p.add_argument("--data-root", default=None,
                    help="dataset folder, if it moved since training (default: the run's)")
@@ -51,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed at most this many nodes (random, fixed seed)")
     p.add_argument("--hops", type=int, default=2, help="hops for --subgraph")
     p.add_argument("--max-subgraph-nodes", type=int, default=250)
-    p.add_argument("--explain-epochs", type=int, default=100)
+    p.add_argument("--explain-epochs", type=int, default=100,
+                   help="GNNExplainer: optimisation steps per node; PGExplainer: epochs over "
+                        "its training nodes (PyG's example: 30)")
+    p.add_argument("--pg-train-nodes", type=int, default=16,
+                   help="PGExplainer: random training nodes its edge-mask network is fitted on "
+                        "(besides the explained ones)")
     p.add_argument("--top-k", type=int, default=10, help="rows in the explanation tables")
     p.add_argument("--batch-size", type=int, default=4096, help="layer-wise inference batch")
     p.add_argument("--seed", type=int, default=0)
@@ -196,32 +204,35 @@ def do_subgraph(node: int, dataset, pred: torch.Tensor, out: str, hops: int, max
                                f"{int(dataset.y[node])}, predicted {int(pred[node])}")
 
 
-def explain_node(model, dataset, node: int, epochs: int, top_k: int) -> dict[str, Any]:
-    """GNNExplainer on the node's (layers + 1)-hop subgraph (enough for exact GCN degrees)."""
-    from torch_geometric.explain import Explainer, GNNExplainer
+MODEL_CONFIG = dict(mode="multiclass_classification", task_level="node", return_type="raw")
+
+
+def _subgraph(model, dataset, nodes, extra_hops: int = 1
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(subset, edge_index, positions of nodes)``: the (layers + ``extra_hops``)-hop
+    subgraph of ``nodes``, relabelled (one extra hop makes GCN's degrees exact)."""
     from torch_geometric.utils import k_hop_subgraph
 
-    hops = model.num_layers + 1
-    subset, edge_index, mapping, _ = k_hop_subgraph(node, hops, dataset.edge_index,
-                                                    relabel_nodes=True,
+    subset, edge_index, mapping, _ = k_hop_subgraph(torch.as_tensor(nodes),
+                                                    model.num_layers + extra_hops,
+                                                    dataset.edge_index, relabel_nodes=True,
                                                     num_nodes=dataset.num_nodes)
-    x = dataset.features.rows(subset).float()
-    explainer = Explainer(model=model, algorithm=GNNExplainer(epochs=epochs),
-                          explanation_type="model", node_mask_type="attributes",
-                          edge_mask_type="object",
-                          model_config=dict(mode="multiclass_classification", task_level="node",
-                                            return_type="raw"))
-    explanation = explainer(x, edge_index, index=int(mapping))
-    edge_mask = explanation.edge_mask.detach()
-    features = explanation.node_mask.detach().sum(dim=0)
+    return subset, edge_index, mapping
+
+
+def _summary(model, dataset, node: int, subset, edge_index, x, position: int,
+             edge_mask: torch.Tensor, features: torch.Tensor, top_k: int) -> dict[str, Any]:
+    """An explanation's tables: the top edges (global ids) and features, the prediction."""
     with torch.no_grad():
-        probs = model(x, edge_index)[int(mapping)].softmax(-1)
+        probs = model(x, edge_index)[position].softmax(-1)
     order = edge_mask.argsort(descending=True)[:top_k]
     top_edges = [{"rank": i + 1, "source": int(subset[edge_index[0, e]]),
-                  "target": int(subset[edge_index[1, e]]), "importance": round(float(edge_mask[e]), 4)}
+                  "target": int(subset[edge_index[1, e]]),
+                  "importance": float(f"{float(edge_mask[e]):.4g}")}
                  for i, e in enumerate(order.tolist()) if edge_mask[e] > 0]
     f_order = features.argsort(descending=True)[:top_k]
-    top_features = [{"rank": i + 1, "feature": int(f), "importance": round(float(features[f]), 4)}
+    top_features = [{"rank": i + 1, "feature": int(f),
+                     "importance": float(f"{float(features[f]):.4g}")}
                     for i, f in enumerate(f_order.tolist()) if features[f] > 0]
     return {"node": node, "true_class": int(dataset.y[node]),
             "predicted_class": int(probs.argmax()), "probability": round(float(probs.max()), 4),
@@ -230,25 +241,85 @@ def explain_node(model, dataset, node: int, epochs: int, top_k: int) -> dict[str
             "_edge_index": subset[edge_index], "_edge_mask": edge_mask, "_features": features}
 
 
-def do_explain(model, dataset, node: int, out: str, epochs: int, top_k: int) -> list[str]:
+def explain_node(model, dataset, node: int, epochs: int, top_k: int) -> dict[str, Any]:
+    """GNNExplainer (PyG) on the node's subgraph: an edge and a feature mask for this node."""
+    from torch_geometric.explain import Explainer, GNNExplainer
+
+    subset, edge_index, mapping = _subgraph(model, dataset, [node])
+    x = dataset.features.rows(subset).float()
+    explainer = Explainer(model=model, algorithm=GNNExplainer(epochs=epochs),
+                          explanation_type="model", node_mask_type="attributes",
+                          edge_mask_type="object", model_config=MODEL_CONFIG)
+    explanation = explainer(x, edge_index, index=int(mapping))
+    return {**_summary(model, dataset, node, subset, edge_index, x, int(mapping),
+                       explanation.edge_mask.detach(),
+                       explanation.node_mask.detach().sum(dim=0), top_k), "explainer": "gnn"}
+
+
+def explain_nodes_pg(model, dataset, nodes: Sequence[int], epochs: int, top_k: int,
+                     train_nodes: int = 32, seed: int = 0) -> list[dict[str, Any]]:
+    """PGExplainer (PyG): one edge-mask network, trained once on ``train_nodes`` random
+    training nodes plus ``nodes`` (explaining the model's own predictions), then applied to
+    every node in ``nodes`` -- amortised, unlike GNNExplainer's per-node optimisation.
+    It explains edges only (no feature mask)."""
+    from torch_geometric.explain import Explainer, PGExplainer
+
+    generator = torch.Generator().manual_seed(seed)
+    train = dataset.masks["train_mask"].nonzero().view(-1)
+    train = train[torch.randperm(train.numel(), generator=generator)[:train_nodes]]
+    fit_nodes = torch.unique(torch.cat([train, torch.as_tensor(list(nodes))]))
+    subset, edge_index, positions = _subgraph(model, dataset, fit_nodes, extra_hops=0)
+    x = dataset.features.rows(subset).float()
+    with torch.no_grad():
+        target = model(x, edge_index).argmax(-1)
+    torch.manual_seed(seed)
+    explainer = Explainer(model=model, algorithm=PGExplainer(epochs=epochs, lr=0.003),
+                          explanation_type="phenomenon", edge_mask_type="object",
+                          model_config=MODEL_CONFIG)
+    for epoch in range(epochs):
+        for position in positions.tolist():
+            explainer.algorithm.train(epoch, model, x, edge_index, target=target, index=position)
+    where = dict(zip(fit_nodes.tolist(), positions.tolist()))
+    results = []
+    for node in nodes:
+        explanation = explainer(x, edge_index, target=target, index=where[node])
+        results.append({**_summary(model, dataset, node, subset, edge_index, x, where[node],
+                                   explanation.edge_mask.detach(), torch.zeros(x.size(1)),
+                                   top_k), "explainer": "pg"})
+    return results
+
+
+EXPLAINER_NAMES = {"gnn": "GNNExplainer", "pg": "PGExplainer"}
+
+
+def do_explain(model, dataset, nodes: Sequence[int], out: str, epochs: int, top_k: int,
+               explainer: str = "gnn", seed: int = 0, train_nodes: int = 16) -> list[str]:
     from .observe.pictures import plot_explanation
 
-    result = explain_node(model, dataset, node, epochs, top_k)
-    png = plot_explanation(result.pop("_edge_index"), result.pop("_edge_mask"),
-                           result.pop("_features"), node,
-                           os.path.join(out, f"explain_{node}.png"), top_k,
-                           title=f"GNNExplainer, node {node}: true class {result['true_class']}, "
-                                 f"predicted {result['predicted_class']} "
-                                 f"(p={result['probability']:.2f})")
-    path = os.path.join(out, f"explain_{node}.json")
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"\nnode {node}: true class {result['true_class']}, predicted "
-          f"{result['predicted_class']} (p={result['probability']:.2f}); "
-          f"{result['subgraph_nodes']} nodes / {result['subgraph_edges']} edges explained")
-    print(_table(result["top_edges"], ["rank", "source", "target", "importance"]))
-    print(_table(result["top_features"], ["rank", "feature", "importance"]))
-    return [png, path]
+    results = (explain_nodes_pg(model, dataset, nodes, epochs, top_k, train_nodes, seed)
+               if explainer == "pg" else
+               [explain_node(model, dataset, node, epochs, top_k) for node in nodes])
+    written = []
+    for result in results:
+        node = result["node"]
+        png = plot_explanation(result.pop("_edge_index"), result.pop("_edge_mask"),
+                               result.pop("_features"), node,
+                               os.path.join(out, f"explain_{node}.png"), top_k,
+                               title=f"{EXPLAINER_NAMES[explainer]}, node {node}: true class "
+                                     f"{result['true_class']}, predicted "
+                                     f"{result['predicted_class']} "
+                                     f"(p={result['probability']:.2f})")
+        path = os.path.join(out, f"explain_{node}.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+        print(f"\nnode {node} ({EXPLAINER_NAMES[explainer]}): true class {result['true_class']}, "
+              f"predicted {result['predicted_class']} (p={result['probability']:.2f}); "
+              f"{result['subgraph_nodes']} nodes / {result['subgraph_edges']} edges explained")
+        print(_table(result["top_edges"], ["rank", "source", "target", "importance"]))
+        if result["top_features"]:
+            print(_table(result["top_features"], ["rank", "feature", "importance"]))
+        written += [png, path]
+    return written
 
 
 # --------------------------------------------------------------------------------- main
@@ -310,8 +381,9 @@ def inspect_run(args: argparse.Namespace) -> list[str]:
         for node in args.subgraph or []:
             written.append(do_subgraph(node, dataset, pred, out, args.hops,
                                        args.max_subgraph_nodes, args.seed))
-        for node in args.explain or []:
-            written += do_explain(model, dataset, node, out, args.explain_epochs, args.top_k)
+        if args.explain:
+            written += do_explain(model, dataset, args.explain, out, args.explain_epochs,
+                                  args.top_k, args.explainer, args.seed, args.pg_train_nodes)
     print("\n" + _table([{"file": f} for f in written], ["file"]))
     return written
 

@@ -96,6 +96,34 @@ def test_inspect_writes_pictures_and_explanation(zero3_run):
     assert top["target"] == node or top["target"] in neighbours
 
 
+def test_pgexplainer_explains_within_each_nodes_computation_graph(zero3_run, tmp_path):
+    """PGExplainer (one mask network for both nodes): every edge it ranks lies in the explained
+    node's 2-hop computation graph (PyG masks the rest to zero), masks are in [0, 1], and the
+    prediction it explains is the model's."""
+    from torch_geometric.utils import k_hop_subgraph
+
+    nodes = [7, 11]
+    proc = subprocess.run([sys.executable, "-m", "gnnzero.inspect", str(zero3_run), "--explain",
+                           *map(str, nodes), "--explainer", "pg", "--explain-epochs", "5",
+                           "--pg-train-nodes", "6", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(PGExplainer)" in proc.stdout
+    _, dataset, pred = _reference(zero3_run)
+    for node in nodes:
+        assert (tmp_path / f"explain_{node}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        explanation = json.loads((tmp_path / f"explain_{node}.json").read_text())
+        assert explanation["explainer"] == "pg" and explanation["top_features"] == []
+        assert explanation["predicted_class"] == int(pred[node])
+        _, reach, _, _ = k_hop_subgraph(node, 2, dataset.edge_index,
+                                        num_nodes=dataset.num_nodes)
+        reach = {tuple(e) for e in reach.t().tolist()}
+        assert explanation["top_edges"]
+        for edge in explanation["top_edges"]:
+            assert (edge["source"], edge["target"]) in reach, edge
+            assert 0.0 < edge["importance"] <= 1.0
+
+
 def _error_line(argv, capsys) -> str:
     from gnnzero.inspect import main
 

@@ -201,9 +201,14 @@ def plot_explanation(edge_index: Tensor, edge_mask: Tensor, feature_importance: 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1, 1.4]})
     k = min(top_k, feature_importance.numel())
-    values, index = feature_importance.topk(k)
-    axes[0].barh([f"feature {int(i)}" for i in index.flip(0)], values.flip(0).tolist())
-    axes[0].set(title=f"top {k} features", xlabel="importance (node mask, summed)")
+    if bool((feature_importance != 0).any()):
+        values, index = feature_importance.topk(k)
+        axes[0].barh([f"feature {int(i)}" for i in index.flip(0)], values.flip(0).tolist())
+        axes[0].set(title=f"top {k} features", xlabel="importance (node mask, summed)")
+    else:   # PGExplainer: an edge mask only
+        axes[0].axis("off")
+        axes[0].text(0.5, 0.5, "no feature mask\n(this explainer scores edges only)",
+                     ha="center", va="center")
 
     keep = edge_mask.argsort(descending=True)[:max_edges]
     keep = keep[edge_mask[keep] > 0]
