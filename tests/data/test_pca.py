@@ -78,6 +78,6 @@ def test_reduce_features_names_the_allowed_range():
     from gnnzero.errors import GnnZeroError
 
     raw = load_synthetic(300, seed=1)
-    with pytest.raises(GnnZeroError, match=rf"--pca-components 100000 is out of range .*"
-                                           rf"choose 1\.\.300, or 0"):
+    with pytest.raises(GnnZeroError, match=r"--pca-components 100000 is out of range .*"
+                                           r"choose 1\.\.300, or 0"):
         reduce_features(raw, 100_000)
