@@ -114,3 +114,23 @@ def test_bucket_table_counts_and_merges_small_buckets():
                         "precision": 30 / 45}
     assert table[1]["positives"] == 30 and table[1]["recall"] == pytest.approx(10 / 30)
     assert table[1]["precision"] == 1.0
+
+
+@pytest.mark.parametrize("dataset, k", [("ogbl-ddi", 20), ("ogbl-collab", 50), ("ogbl-ppa", 100)])
+def test_hits_at_k_equals_ogbs_evaluator(dataset, k):
+    """OGB's own Evaluator (the ogb package; its metadata ships with it, nothing downloaded)."""
+    linkproppred = pytest.importorskip("ogb.linkproppred")
+    pos, neg = _scores(7, n_pos=400, n_neg=3000, ties=True)
+    evaluator = linkproppred.Evaluator(dataset)
+    assert evaluator.K == k
+    expected = evaluator.eval({"y_pred_pos": torch.tensor(pos), "y_pred_neg": torch.tensor(neg)})
+    assert hits_at_k(pos, neg, k) == pytest.approx(expected[f"hits@{k}"], abs=1e-12)
+
+
+def test_mrr_equals_ogbs_evaluator():
+    linkproppred = pytest.importorskip("ogb.linkproppred")
+    rng = np.random.default_rng(8)
+    pos, neg = np.round(rng.normal(0.5, 1, 300), 1), np.round(rng.normal(0, 1, (300, 50)), 1)
+    expected = linkproppred.Evaluator("ogbl-citation2").eval(
+        {"y_pred_pos": torch.tensor(pos), "y_pred_neg": torch.tensor(neg)})
+    assert mrr(pos, neg) == pytest.approx(float(expected["mrr_list"].mean()), abs=1e-6)
