@@ -69,20 +69,25 @@ def check_output_dir(path: str) -> None:
                            f"choose a folder you can write to") from exc
 
 
-def resume_meta(cfg: RunConfig, dataset, world: int, ds_config: dict, model) -> dict[str, Any]:
-    """Every setting that changes the batches or the numerics; a resumed run must match it."""
+def config_meta(cfg: RunConfig, world: int, ds_config: dict) -> dict[str, Any]:
+    """The part of :func:`resume_meta` the config alone fixes (checked before any data load)."""
     return {"model": {k: v for k, v in cfg.model.__dict__.items() if k != "dropout"},
             "task": {"task": cfg.task.task, **cfg.task.link_options()},
             "world_size": world, "zero_stage": zero_stage_of(ds_config),
             "precision": precision_of(ds_config), "seed": cfg.train.seed,
             "gradient_accumulation_steps": ds_config.get("gradient_accumulation_steps", 1),
             "loader": {k: v for k, v in cfg.loader.__dict__.items() if k != "cache_dir"},
-            "dataset": {"name": cfg.data.dataset, "fingerprint": dataset.fingerprint(),
-                        "num_features": dataset.num_features,
-                        "pca_components": cfg.data.pca_components,
+            "dataset": {"name": cfg.data.dataset, "pca_components": cfg.data.pca_components,
                         "categorical": cfg.data.categorical,
-                        "synthetic": cfg.data.synthetic_options()},
-            "parameters": ckpt.parameter_shapes(getattr(model, "module", model))}
+                        "synthetic": cfg.data.synthetic_options()}}
+
+
+def resume_meta(cfg: RunConfig, dataset, world: int, ds_config: dict, model) -> dict[str, Any]:
+    """Every setting that changes the batches or the numerics; a resumed run must match it."""
+    meta = config_meta(cfg, world, ds_config)
+    meta["dataset"].update(fingerprint=dataset.fingerprint(), num_features=dataset.num_features)
+    meta["parameters"] = ckpt.parameter_shapes(getattr(model, "module", model))
+    return meta
 
 
 def _resolved_ds_config(cfg: RunConfig, plain: bool) -> dict:
@@ -122,6 +127,9 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
 
         rank, world, device = init_distributed(cfg.local_rank)
     show = rank == 0
+    if not plain:   # --resume against the checkpoint's recorded settings, before the data load
+        ckpt.check_resumable(os.path.join(cfg.train.output_dir, "checkpoints"),
+                             cfg.checkpoint.resume, config_meta(cfg, world, ds_config))
     torch.manual_seed(cfg.train.seed)
     t_load = time.perf_counter()
     # Every rank builds its own view; what is written to disk (a prepared directory, METIS

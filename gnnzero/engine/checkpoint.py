@@ -139,11 +139,13 @@ def _flatten(meta: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def meta_differences(saved: dict[str, Any], run: dict[str, Any], limit: int = 4) -> list[str]:
-    """Human-readable differences between a checkpoint's meta and this run's, at most ``limit``."""
+def meta_differences(saved: dict[str, Any], run: dict[str, Any], limit: int = 4,
+                     partial: bool = False) -> list[str]:
+    """Human-readable differences between a checkpoint's meta and this run's, at most ``limit``
+    (``partial``: only the keys ``run`` has, e.g. before the dataset is loaded)."""
     old, new = _flatten(saved), _flatten(run)
     diffs = []
-    for key in list(new) + [k for k in old if k not in new]:
+    for key in list(new) + ([] if partial else [k for k in old if k not in new]):
         if old.get(key, "absent") != new.get(key, "absent"):
             if key.startswith("parameters.") and (key not in old or key not in new):
                 where = "only in the checkpoint" if key in old else "only in this run"
@@ -159,18 +161,35 @@ def meta_differences(saved: dict[str, Any], run: dict[str, Any], limit: int = 4)
     return diffs
 
 
-def check_compatible(checkpoint_dir: str, tag: str, meta: dict[str, Any]) -> None:
+def check_compatible(checkpoint_dir: str, tag: str, meta: dict[str, Any],
+                     partial: bool = False) -> None:
     """Raise a one-line error naming what differs between the checkpoint and this run."""
     path = os.path.join(checkpoint_dir, tag, META_FILE)
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as handle:
         saved = json.load(handle)
-    diffs = meta_differences(saved, meta)
+    diffs = meta_differences(saved, meta, partial=partial)
     if diffs:
         raise GnnZeroError(f"checkpoint {os.path.join(checkpoint_dir, tag)} does not match this "
                            f"run: {'; '.join(diffs)}; resume with the settings it was trained "
                            f"with or use a new --output-dir")
+
+
+def check_resumable(checkpoint_dir: str, mode: str, meta: dict[str, Any]) -> None:
+    """``--resume`` checked from the files alone, before the data and the engine are built:
+    ``on`` needs a complete checkpoint, and the config-level settings in ``meta`` must match
+    it (the dataset fingerprint and parameter shapes are compared later, in :func:`load`)."""
+    if mode == "off":
+        return
+    tag = latest_tag(checkpoint_dir)
+    if tag is None:
+        if mode == "on":
+            raise GnnZeroError(f"--resume: {checkpoint_dir} holds no complete checkpoint; use "
+                               f"--resume auto to start fresh when there is none, or point "
+                               f"--output-dir at the run to continue")
+        return
+    check_compatible(checkpoint_dir, tag, meta, partial=True)
 
 
 def load(engine, checkpoint_dir: str, meta: dict[str, Any]) -> Optional[dict[str, Any]]:

@@ -58,3 +58,31 @@ def test_meta_differences_name_what_differs(tmp_path):
                  "and 1 more"):
         assert part in message, message
     ckpt.check_compatible(str(tmp_path), "step5", saved)  # identical: no error
+
+
+def test_resume_is_checked_from_the_files_before_any_data_load(tmp_path):
+    """``check_resumable`` (called by run.setup before the dataset is built): a missing
+    checkpoint for --resume on, and a config-level mismatch, are one-line errors; keys only the
+    checkpoint has (its dataset fingerprint, parameter shapes) wait for the full check."""
+    import json
+
+    import pytest
+
+    from gnnzero.engine.checkpoint import META_FILE, check_resumable
+    from gnnzero.errors import GnnZeroError
+
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(GnnZeroError, match="holds no complete checkpoint; use --resume auto"):
+        check_resumable(str(folder), "on", {"seed": 0})
+    check_resumable(str(folder), "auto", {"seed": 0})         # nothing to resume: fine
+    tag = folder / "step4"
+    tag.mkdir(parents=True)
+    saved = {"seed": 0, "loader": {"kind": "cluster"}, "dataset": {"fingerprint": "abc"},
+             "parameters": {"lin.weight": [2, 3]}}
+    (tag / META_FILE).write_text(json.dumps(saved))
+    (folder / "latest").write_text("step4")
+    check_resumable(str(folder), "on", {"seed": 0, "loader": {"kind": "cluster"}})
+    with pytest.raises(GnnZeroError, match=r"loader.kind 'cluster' in checkpoint vs 'full' in "
+                                           r"this run"):
+        check_resumable(str(folder), "on", {"seed": 0, "loader": {"kind": "full"}})
+    check_resumable(str(folder), "off", {"seed": 1})
