@@ -26,7 +26,7 @@ from .engine.evaluation import FULL_GRAPH_EVAL_MAX_NODES, auto_eval_method
 from .engine.runtime import compute_dtype, device_type, parameter_fingerprint
 from .engine.state import RunState
 from .engine.loss_scale import current_scale
-from .engine.trainer import Trainer
+from .engine.trainer import Trainer, fill_from_final
 from .errors import GnnZeroError
 from .models import count_parameters, zero_model_state_bytes
 from .models.accounting import persistent_parameter_count
@@ -156,15 +156,17 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
               f"the whole graph up to {FULL_GRAPH_EVAL_MAX_NODES} nodes, above that exact "
               f"layer-wise, else METIS clusters); the final evaluation covers every node",
               flush=True)
+    task = build_task(cfg.task)
     trainer = Trainer(
-        engine=engine, task=build_task(cfg.task), loader=loader, dataset=dataset, device=device,
+        engine=engine, task=task, loader=loader, dataset=dataset, device=device,
         dtype=torch.float32 if plain else compute_dtype(engine), train=cfg.train,
         evaluation=cfg.eval, checkpoint=cfg.checkpoint, eval_method=method,
         meta=resume_meta(cfg, dataset, world, ds_config, engine.module), probe=probe,
         monitor=TrainingMonitor(engine, os.path.join(cfg.train.output_dir, "monitor"),
                                 cfg.train.monitor_every, rank),
         state=RunState(), show=show, writes_checkpoints=not plain,
-        prefetch_batches=0 if plain else cfg.train.prefetch_batches)
+        prefetch_batches=0 if plain else cfg.train.prefetch_batches,
+        final_method=task.final_method(engine, dataset)[0])
     if not plain:
         trainer.resume()
     if rank == 0:
@@ -186,6 +188,7 @@ def finalize(job: Job, totals, train_seconds: float) -> dict[str, Any]:
     trainer, ds_config, device = job.trainer, job.ds_config, job.device
     engine = trainer.engine
     final = trainer.task.final_evaluation(trainer, show=job.rank == 0)
+    fill_from_final(trainer.state.epoch_log, trainer.task, final)
     trainer.monitor.close()
     summed = dict(zip(totals.counts, all_reduce(list(totals.counts.values()))))
     per_rank = gather_objects({"rank": job.rank, **peak_memory(device), **trainer.probe.summary(),

@@ -78,3 +78,28 @@ def test_baseline_runs_the_same_loop_as_deepspeed_zero0(tmp_path, world):
         assert step_a == step_b
         assert loss_a == pytest.approx(loss_b, rel=1e-5)
     assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-9)
+
+
+def test_a_last_epoch_validated_like_the_final_evaluation_is_not_evaluated_twice(tmp_path,
+                                                                                monkeypatch):
+    """Per-epoch validation layer-wise, as the final evaluation: 2 epochs cost 2 layer-wise
+    passes (epoch 0 and the final one), not 3; the last epoch's figures are the final ones."""
+    import gnnzero.engine.evaluation as evaluation
+    from gnnzero.run import run
+
+    calls = []
+    real = evaluation.evaluate_layerwise
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("roc_auc", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_layerwise", counted)
+    metrics = run(parse_config(SMALL + ["--eval-method", "layerwise", "--eval-every", "1",
+                                        "--output-dir", str(tmp_path / "run")]), plain=True)
+    assert calls == [False, True]          # epoch 0's validation, then the final evaluation
+    last = metrics["epochs"][-1]
+    assert last["val_accuracy"] == metrics["val_accuracy"]
+    assert last["test_accuracy"] == metrics["test_accuracy"]
+    assert "validated_by_final_evaluation" not in last
+    assert "val_accuracy" in metrics["epochs"][0]

@@ -34,6 +34,16 @@ from .selection import patience_exhausted
 from .state import RunState
 
 
+FROM_FINAL = "validated_by_final_evaluation"
+
+
+def fill_from_final(epoch_log: list[dict], task, final: dict) -> None:
+    """Give the last epoch the validation figures of the final evaluation when its own
+    validation was skipped for it (:attr:`Trainer.final_method`)."""
+    if epoch_log and epoch_log[-1].pop(FROM_FINAL, False):
+        epoch_log[-1].update(task.epoch_figures(final))
+
+
 @dataclass
 class Trainer:
     """Everything the loop needs; :meth:`fit` trains and returns the totals."""
@@ -55,6 +65,9 @@ class Trainer:
     show: bool = False
     writes_checkpoints: bool = True
     prefetch_batches: int = 0  # batches prepared ahead in a background thread (0: inline)
+    # The final evaluation's method: a last epoch validated the same way is not evaluated
+    # twice; its figures come from the final evaluation (run.finalize).
+    final_method: Optional[str] = None
 
     @property
     def checkpoint_dir(self) -> str:
@@ -205,6 +218,8 @@ class Trainer:
             return
         metric = self.task.metric
         val = f"  val {metric} {entry[f'val_{metric}']:.4f}" if f"val_{metric}" in entry else ""
+        if FROM_FINAL in entry:
+            val = f"  val {metric}: the final evaluation's (same method, not run twice)"
         if "sampled_val" in entry:
             sv = entry["sampled_val"]
             val += f" [{sv['ci_low']:.3f}, {sv['ci_high']:.3f}] ({sv['total']} sampled)"
@@ -233,7 +248,9 @@ class Trainer:
                                                      "max")[0],
                      **loss_scale.epoch_entry(self.engine, self.state)}
             last = epoch == self.train.epochs - 1
-            if (epoch + 1) % self.evaluation.eval_every == 0 or last or stopped:
+            if last and not stopped and self.eval_method == self.final_method:
+                entry[FROM_FINAL] = True       # the final evaluation computes the same figures
+            elif (epoch + 1) % self.evaluation.eval_every == 0 or last or stopped:
                 self.task.validate(self, epoch, entry)
             self.state.epoch_log.append(entry)
             waited = patience_exhausted(self.state.epoch_log, self.train.patience,

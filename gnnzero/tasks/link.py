@@ -98,6 +98,14 @@ class LinkTask:
         others = torch.from_numpy(rng.integers(num_nodes, size=(pos.size(1), m)))
         return pos, torch.stack([pos[0].repeat_interleave(m), others.reshape(-1)])
 
+    def final_method(self, engine, dataset) -> tuple[str, Any]:
+        """The final evaluation's method (layer-wise where the encoder allows it) and why not."""
+        return final_eval_method(encoder_of(engine), dataset.num_nodes)
+
+    def epoch_figures(self, final: dict) -> dict[str, float]:
+        """An epoch-log entry's validation figures, read off a final evaluation."""
+        return {"val_auc": final["val"]["auc"], "test_auc": final["test"]["auc"]}
+
     def final_evaluation(self, trainer, show: bool) -> dict[str, Any]:
         """Every metric of the validation and test edges, exactly, layer-wise where the
         encoder allows it (validation over the training graph, test over training +
@@ -105,7 +113,7 @@ class LinkTask:
         training graph) at the threshold that maximises Youden's J on validation."""
         dataset, seed = trainer.dataset, trainer.train.seed
         split = dataset.link_split
-        method, reason = final_eval_method(encoder_of(trainer.engine), dataset.num_nodes)
+        method, reason = self.final_method(trainer.engine, dataset)
         if reason and show:
             print(f"final evaluation: {method} (layer-wise is not possible: {reason})",
                   flush=True)

@@ -33,9 +33,18 @@ class NodeTask:
         entry["val_accuracy"] = split["val"]["accuracy"]
         entry["test_accuracy"] = split["test"]["accuracy"]
 
+    def final_method(self, engine, dataset) -> tuple[str, Any]:
+        """The final evaluation's method (layer-wise where the model allows it) and why not."""
+        return final_eval_method(engine, dataset.num_nodes)
+
+    def epoch_figures(self, final: dict) -> dict[str, float]:
+        """An epoch-log entry's validation figures, read off a final evaluation."""
+        return {"val_accuracy": final["val"]["accuracy"],
+                "test_accuracy": final["test"]["accuracy"]}
+
     def final_evaluation(self, trainer, show: bool) -> dict[str, Any]:
         """Exact metrics of every split, layer-wise where the model allows it."""
-        method, reason = final_eval_method(trainer.engine, trainer.dataset.num_nodes)
+        method, reason = self.final_method(trainer.engine, trainer.dataset)
         if reason and show:
             print(f"final evaluation: {method} (layer-wise is not possible: {reason})",
                   flush=True)
