@@ -356,6 +356,10 @@ def inspect_run(args: argparse.Namespace) -> list[str]:
         from .observe.pictures import require_umap
 
         require_umap()                    # before the model is rebuilt
+    if args.explain and read_run_config(run_dir).data.categorical:
+        raise GnnZeroError("--explain perturbs x alone, and this run also embeds categorical "
+                           "columns (--categorical): explanations would leave them out; use "
+                           "--curves, --embeddings or --subgraph")
     ckpt = checkpoint_dir(run_dir) if wants_model else None
     os.makedirs(out, exist_ok=True)
     written: list[str] = []

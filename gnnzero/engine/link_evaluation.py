@@ -130,8 +130,12 @@ def endpoint_embeddings(method: str, engine, dataset: GraphDataset, nodes: Tenso
 @torch.no_grad()
 def score_pairs(engine, rows: EndpointRows, pairs: Tensor, device: torch.device,
                 dtype: torch.dtype = torch.float32) -> np.ndarray:
-    """Decoder scores (logits) of global ``pairs`` ``[2, P]`` from the endpoints' rows."""
+    """Decoder scores (logits) of global ``pairs`` ``[2, P]`` from the endpoints' rows: in fp32
+    for a decoder without weights (a bf16 dot product would round scores into ties), else in
+    the decoder's compute ``dtype``."""
     decoder = getattr(engine, "module", engine).decoder
+    if next(decoder.parameters(), None) is None:
+        dtype = torch.float32
     local = rows.index(pairs)
     if bool((local < 0).any()):
         raise ValueError("a pair's endpoint has no embedding row")

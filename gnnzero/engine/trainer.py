@@ -235,6 +235,11 @@ class Trainer:
         epoch, start = self.state.epoch, self.state.batch_in_epoch
         if start >= len(self.loader):
             epoch, start = epoch + 1, 0
+        log = self.state.epoch_log
+        if epoch < self.train.epochs and log and log[-1].pop(FROM_FINAL, False):
+            # resumed to train on past a last epoch left to the final evaluation: its
+            # weights are the restored ones, so validate it now
+            self.task.validate(self, log[-1]["epoch"], log[-1])
         for epoch in range(epoch, self.train.epochs):
             t0 = time.perf_counter()
             stats, stopped = self.train_epoch(epoch, start)

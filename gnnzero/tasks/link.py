@@ -20,6 +20,17 @@ from .link_metrics import (auc_interval, youden_threshold, bucket_table, mrr, ra
 from .options import TaskConfig
 
 MRR_MAX_POSITIVES = 10_000   # positives ranked for the MRR (a seeded sample beyond this)
+# Test edges placed in distance buckets (a seeded sample beyond this): each costs a BFS of
+# depth 4 from its source, whose ball can be most of a dense graph.
+DISTANCE_MAX_POSITIVES = 10_000
+
+
+def sample_columns(pairs: Tensor, limit: int, seed: int) -> Tensor:
+    """At most ``limit`` columns of ``pairs`` ``[2, P]`` (a seeded sample, in order)."""
+    if pairs.size(1) <= limit:
+        return pairs
+    rng = np.random.default_rng([seed, pairs.size(1), limit])
+    return pairs[:, torch.from_numpy(np.sort(rng.choice(pairs.size(1), limit, replace=False)))]
 
 
 def hidden_pairs(split) -> set[tuple[int, int]]:
@@ -90,10 +101,8 @@ class LinkTask:
     def _mrr_pairs(self, pos: Tensor, seed: int, num_nodes: int) -> tuple[Tensor, Tensor]:
         """Up to :data:`MRR_MAX_POSITIVES` positives and, per positive ``(u, v)``, the pairs
         ``(u, w)`` with ``--mrr-negatives`` random ``w`` (OGB-citation2 style lists)."""
+        pos = sample_columns(pos, MRR_MAX_POSITIVES, seed)
         rng = np.random.default_rng([seed, pos.size(1)])
-        if pos.size(1) > MRR_MAX_POSITIVES:
-            pos = pos[:, torch.from_numpy(rng.choice(pos.size(1), MRR_MAX_POSITIVES,
-                                                     replace=False))]
         m = self.cfg.mrr_negatives
         others = torch.from_numpy(rng.integers(num_nodes, size=(pos.size(1), m)))
         return pos, torch.stack([pos[0].repeat_interleave(m), others.reshape(-1)])
@@ -117,10 +126,12 @@ class LinkTask:
         if reason and show:
             print(f"final evaluation: {method} (layer-wise is not possible: {reason})",
                   flush=True)
+        placed = sample_columns(split.test.pos, DISTANCE_MAX_POSITIVES, seed)
         distances, matched, matched_distances = distances_and_matches(
-            dataset.topology, split.test.pos.numpy(), hidden_pairs(split), seed)
+            dataset.topology, placed.numpy(), hidden_pairs(split), seed)
         pairs = {name: {"pos": edges.pos, "neg": edges.neg}
                  for name, edges in (("val", split.val), ("test", split.test))}
+        pairs["test"]["placed"] = placed
         pairs["test"]["matched"] = torch.from_numpy(matched)
         for name, edges in (("val", split.val), ("test", split.test)):
             pairs[name]["mrr_pos"], pairs[name]["mrr_neg"] = self._mrr_pairs(
@@ -143,7 +154,7 @@ class LinkTask:
                 "precision": float((pos >= threshold).sum() / called) if called else None,
                 "method": method}
         result["threshold"] = threshold
-        result["buckets"] = bucket_table(s["test_pos"], bucket_of(distances), s["test_matched"],
+        result["buckets"] = bucket_table(s["test_placed"], bucket_of(distances), s["test_matched"],
                                          bucket_of(matched_distances), threshold,
                                          self.cfg.min_bucket)
         result["histogram"] = score_histogram(s["test_pos"], s["test_neg"])

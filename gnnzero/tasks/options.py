@@ -38,7 +38,8 @@ class TaskConfig:
                                                 "positive counts if it beats the K-th best "
                                                 "negative)", low=1)
     min_bucket: int = setting(20, "--task link: positive test edges a distance bucket needs; "
-                                  "smaller buckets merge into the nearer one", low=1)
+                                  "a smaller bucket merges with the next (the last with the "
+                                  "one before)", low=1)
 
     def __post_init__(self) -> None:
         check_settings(self)

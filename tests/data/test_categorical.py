@@ -115,3 +115,22 @@ def test_categorical_input_errors_are_one_line(tmp_path, capsys):
     assert build_dataset(_cfg(path)).categorical is None     # unused without the flag
     assert "holds 3 categorical columns (x_cat), unused; add --categorical" in \
         capsys.readouterr().out
+
+
+def test_explain_is_refused_on_a_categorical_run_before_loading_it(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from gnnzero.inspect import main
+
+    path, _ = _user_file(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _cfg(path, "--categorical").save(str(run_dir))
+    (run_dir / "metrics.json").write_text(json.dumps({"task": "node"}))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run_dir), "--explain", "3"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "--explain perturbs x alone" in err and "no checkpoint" not in err
