@@ -23,6 +23,7 @@ def _hadolint() -> str:
     return found
 
 
+@pytest.mark.e2e       # starts the hadolint binary
 def test_dockerfile_passes_hadolint():
     proc = subprocess.run([_hadolint(), "Dockerfile"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
