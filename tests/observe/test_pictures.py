@@ -18,6 +18,7 @@ def _features() -> np.ndarray:
     return np.concatenate([c + rng.normal(0, 1, (40, 16)) for c in centres]).astype(np.float32)
 
 
+@pytest.mark.e2e       # slow, not a process: umap-learn's numba kernels compile for ~15 s
 def test_umap_method_is_umap_learn():
     umap = pytest.importorskip("umap")
     coords, method = reduce_to_2d(_features(), "umap", seed=3)
