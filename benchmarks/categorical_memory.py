@@ -23,6 +23,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.tables import write_result  # noqa: E402
 CARDINALITIES = (20, 2_000, 20_000)
 
 
@@ -127,10 +128,7 @@ def main(argv=None) -> dict:
         run.pop("environment")
     result = {"num_nodes": args.num_nodes, "epochs": args.epochs,
               "cardinalities": CARDINALITIES, "runs": runs, "environment": env}
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(Path(args.out), result, markdown(result))
     return result
 
 

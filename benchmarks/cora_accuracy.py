@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.tables import write_result  # noqa: E402
 from gnnzero.data.datasets import GNN_BENCHMARK, PLANETOID_NAMES  # noqa: E402
 SHARED_PLANETOID = REPO.parent / "shared" / "data" / "planetoid"
 
@@ -299,10 +300,7 @@ def main(argv=None) -> dict:
             "low_rank_parameters": low["num_parameters"], "parameter_ratio": ratio,
             "gap_points": gap, "gap": gap_stats, "meets_ratio": ratio >= MIN_PARAM_RATIO,
             "meets_gap": gap <= MAX_GAP_POINTS}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(out, result, markdown(result))
     shutil.rmtree(work, ignore_errors=True)
     return result
 

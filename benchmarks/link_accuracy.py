@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.cora_accuracy import SHARED_PLANETOID, _portable  # noqa: E402
+from benchmarks.tables import write_result  # noqa: E402
 
 TARGET_AUC = 0.90   # what PyG's examples/link_pred.py reaches on Cora (GCN, dot product)
 # PyG's example: GCNConv(in, 128) -> GCNConv(128, 64), Adam lr 0.01, no dropout or decay,
@@ -144,11 +145,7 @@ def main(argv=None) -> dict:
               ["zero_optimization"]["stage"], "target_auc": TARGET_AUC,
               "flags": _portable([*common, *MODELS["gcn"]]), "models": results,
               "environment": env, "wall_seconds": time.perf_counter() - t0}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(Path(args.out), result, markdown(result))
     shutil.rmtree(work, ignore_errors=True)
     return result
 

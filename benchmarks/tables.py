@@ -24,6 +24,15 @@ def save_records(results: Path, stem: str,
     return jsonl, md, png, (records[0]["environment"] if records else {})
 
 
+def write_result(out: Path, result: dict[str, Any], text: str) -> None:
+    """A benchmark's ``<out>.json`` (every figure) and ``<out>.md`` (``text``), also printed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
 def _mib(value: Optional[float]) -> str:
     return "" if value is None else format_bytes(value)
 

@@ -63,6 +63,53 @@ def run_train(args: list[str], timeout: int = 300) -> subprocess.CompletedProces
                           env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def plain_data_parallel(args: list[str], ds_config: dict, batch_loss, world: int = 2) -> dict:
+    """What a DeepSpeed run of ``args`` must reproduce, in plain PyTorch: the same config,
+    dataset, rank loaders and initial weights (``run.setup`` seeds before ``build_model``);
+    each step, every rank's batch through ``batch_loss(model, batch)``, the gradients averaged
+    over ranks (DeepSpeed's data parallelism), the global norm clipped, ``torch.optim.AdamW``.
+    Returns the mean loss over ranks per step, the gradient norms before clipping, and the
+    initial and final parameters."""
+    import torch
+
+    from gnnzero.builder import build_dataset, build_loader, build_model
+    from gnnzero.config import parse_config
+
+    cfg = parse_config(args)
+    dataset = build_dataset(cfg)
+    loaders = [build_loader(cfg, dataset, rank, world) for rank in range(world)]
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, dataset).train()
+    params = dict(model.named_parameters())
+    initial = {name: p.detach().clone() for name, p in params.items()}
+    opt = ds_config["optimizer"]
+    assert opt["type"] == "AdamW"
+    opt = opt["params"]
+    optimizer = torch.optim.AdamW(params.values(), lr=opt["lr"], betas=tuple(opt["betas"]),
+                                  eps=opt["eps"], weight_decay=opt["weight_decay"])
+    clip = ds_config.get("gradient_clipping", 0.0)
+    losses, norms = [], []
+    for epoch in range(cfg.train.epochs):
+        for batches in zip(*(loader.epoch(epoch) for loader in loaders), strict=True):
+            summed = {name: torch.zeros_like(p) for name, p in params.items()}
+            step_loss = 0.0
+            for batch in batches:  # one per rank
+                model.zero_grad(set_to_none=True)
+                loss = batch_loss(model, batch)
+                loss.backward()
+                step_loss += loss.item() / world
+                for name, p in params.items():
+                    summed[name] += p.grad
+            for name, p in params.items():
+                p.grad = summed[name] / world
+            if clip:
+                norms.append(float(torch.nn.utils.clip_grad_norm_(params.values(), clip)))
+            optimizer.step()
+            losses.append(step_loss)
+    return {"losses": losses, "grad_norms": norms, "initial": initial,
+            "params": {name: p.detach().clone() for name, p in params.items()}}
+
+
 def read_metrics(output_dir: Path) -> dict:
     with open(output_dir / "metrics.json", encoding="utf-8") as handle:
         return json.load(handle)

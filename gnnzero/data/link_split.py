@@ -79,6 +79,12 @@ def _undirected(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, bool]:
     return to_undirected(edge_index, num_nodes=num_nodes), True
 
 
+def _info_for(dataset: GraphDataset) -> dict:
+    """``dataset.info`` for the same nodes on other edges: its cached edge list and METIS
+    parts describe the old edges, so they go."""
+    return {k: v for k, v in dataset.info.items() if k not in ("_edge_index", "partitions_dir")}
+
+
 def check_split_sizes(num_edges: int, val_fraction: float, test_fraction: float) -> None:
     """Refuse fractions that leave a split of the ``num_edges`` undirected edges empty
     (RandomLinkSplit's rounding: ``int(fraction * num_edges)``)."""
@@ -114,9 +120,7 @@ def split_edges(dataset: GraphDataset, val_fraction: float, test_fraction: float
                      test=EdgeSet(test.pos_edge_label_index, test.neg_edge_label_index),
                      directed_input=directed,
                      test_topology=Topology.from_edge_index(test.edge_index, dataset.num_nodes))
-    # The whole graph's edge list and METIS parts do not describe the training graph.
-    info = {k: v for k, v in dataset.info.items() if k not in ("_edge_index", "partitions_dir")}
-    return replace(dataset, topology=topology, info=info, link_split=link)
+    return replace(dataset, topology=topology, info=_info_for(dataset), link_split=link)
 
 
 def test_graph(dataset: GraphDataset) -> GraphDataset:
@@ -124,6 +128,6 @@ def test_graph(dataset: GraphDataset) -> GraphDataset:
     validation edges added back, as PyG's ``RandomLinkSplit`` hands it out; built once."""
     split = dataset.link_split
     if split._test_graph is None:
-        info = {k: v for k, v in dataset.info.items() if k != "_edge_index"}
-        split._test_graph = replace(dataset, topology=split.test_topology, info=info)
+        split._test_graph = replace(dataset, topology=split.test_topology,
+                                    info=_info_for(dataset))
     return split._test_graph

@@ -176,6 +176,13 @@ def check_compatible(checkpoint_dir: str, tag: str, meta: dict[str, Any],
                            f"with or use a new --output-dir")
 
 
+def missing_checkpoint(checkpoint_dir: str) -> GnnZeroError:
+    """The one-line error of ``--resume`` (on) without a complete checkpoint."""
+    return GnnZeroError(f"--resume: {checkpoint_dir} holds no complete checkpoint; use "
+                        f"--resume auto to start fresh when there is none, or point "
+                        f"--output-dir at the run to continue")
+
+
 def check_resumable(checkpoint_dir: str, mode: str, meta: dict[str, Any]) -> None:
     """``--resume`` checked from the files alone, before the data and the engine are built:
     ``on`` needs a complete checkpoint, and the config-level settings in ``meta`` must match
@@ -185,9 +192,7 @@ def check_resumable(checkpoint_dir: str, mode: str, meta: dict[str, Any]) -> Non
     tag = latest_tag(checkpoint_dir)
     if tag is None:
         if mode == "on":
-            raise GnnZeroError(f"--resume: {checkpoint_dir} holds no complete checkpoint; use "
-                               f"--resume auto to start fresh when there is none, or point "
-                               f"--output-dir at the run to continue")
+            raise missing_checkpoint(checkpoint_dir)
         return
     check_compatible(checkpoint_dir, tag, meta, partial=True)
 

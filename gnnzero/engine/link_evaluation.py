@@ -69,11 +69,9 @@ def _from_layerwise(engine, dataset: GraphDataset, rows: EndpointRows, device, d
                     batch_size: int, scratch_dir: Optional[str], show: bool) -> None:
     out = layerwise_inference(encoder_of(engine), dataset, device, dtype, batch_size,
                               show=show, scratch_dir=scratch_dir)
-    lo, hi = int(out.node_ids[0]) if out.node_ids.numel() else 0, \
-        int(out.node_ids[-1]) + 1 if out.node_ids.numel() else 0
-    mine = rows.nodes[(rows.nodes >= lo) & (rows.nodes < hi)]
-    rows.put(mine, out.logits[mine - lo] if mine.numel() else
-             torch.zeros(0, out.logits.shape[1]))
+    lo = int(out.node_ids[0]) if out.node_ids.numel() else 0   # a contiguous range
+    mine = rows.nodes[(rows.nodes >= lo) & (rows.nodes < lo + out.node_ids.numel())]
+    rows.put(mine, out.logits[mine - lo])
 
 
 def _from_neighbourhoods(engine, dataset: GraphDataset, rows: EndpointRows, device, dtype,

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..errors import GnnZeroError
 from ..observe.memory import peak_memory
 from ..observe.steps import StepStats
 from ..observe.steps import PhaseClock
@@ -83,9 +82,7 @@ class Trainer:
         client = ckpt.load(self.engine, self.checkpoint_dir, self.meta)
         if client is None:
             if mode == "on":
-                raise GnnZeroError(f"--resume: {self.checkpoint_dir} holds no complete "
-                                   f"checkpoint; use --resume auto to start fresh when there "
-                                   f"is none, or point --output-dir at the run to continue")
+                raise ckpt.missing_checkpoint(self.checkpoint_dir)
             if self.show:
                 print(f"--resume auto: no checkpoint in {self.checkpoint_dir}, starting fresh",
                       flush=True)

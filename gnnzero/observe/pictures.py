@@ -13,6 +13,7 @@ import numpy as np
 from torch import Tensor
 
 from ..errors import GnnZeroError
+from .report import METRIC_NAMES
 
 CLASS_CMAP = "tab10"
 
@@ -140,7 +141,7 @@ def plot_curves(metrics: dict, path: str) -> str:
     plt = _pyplot()
     epochs = metrics.get("epochs", [])
     metric = (metrics.get("headline") or {}).get("metric", "accuracy")
-    name = {"accuracy": "accuracy", "auc": "ROC-AUC"}[metric]
+    name = METRIC_NAMES[metric]
     interval = "Wilson" if metric == "accuracy" else "Hanley-McNeil"
     unit = "nodes" if metric == "accuracy" else "pairs"
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.engine.test_trainer import RTOL, _two_rank_ds_config
-from tests.helpers import REPO, read_metrics, run_deepspeed
+from tests.helpers import REPO, plain_data_parallel, read_metrics, run_deepspeed
 
 # 1,500 nodes in 16 METIS parts, 2 parts a batch, 2 ranks: 4 optimizer steps an epoch.
 TWO_RANKS = ["--task", "link", "--num-nodes", "1500", "--hidden", "16", "--dropout", "0",
@@ -27,50 +27,15 @@ ENCODERS = {2: ["--model", "gcn", "--layers", "2"],
                 "--decoder", "mlp"]}
 
 
-def _plain_link_reference(args: list[str], ds_config: dict, world: int = 2) -> dict:
-    """The same config's dataset, rank loaders and initial weights in plain PyTorch: each
-    step, every rank's pairs scored, BCE, gradients averaged over ranks, AdamW."""
-    from gnnzero.builder import build_dataset, build_loader, build_model
-    from gnnzero.config import parse_config
-
-    cfg = parse_config(args)
-    dataset = build_dataset(cfg)
-    loaders = [build_loader(cfg, dataset, rank, world) for rank in range(world)]
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, dataset).train()
-    params = dict(model.named_parameters())
-    initial = {name: p.detach().clone() for name, p in params.items()}
-    opt = ds_config["optimizer"]["params"]
-    optimizer = torch.optim.AdamW(params.values(), lr=opt["lr"], betas=tuple(opt["betas"]),
-                                  eps=opt["eps"], weight_decay=opt["weight_decay"])
-    clip = ds_config.get("gradient_clipping", 0.0)
-    losses = []
-    for epoch in range(cfg.train.epochs):
-        for batches in zip(*(loader.epoch(epoch) for loader in loaders), strict=True):
-            summed = {name: torch.zeros_like(p) for name, p in params.items()}
-            step_loss = 0.0
-            for batch in batches:
-                model.zero_grad(set_to_none=True)
-                z = model.encoder(batch.x.to_dense().float(), batch.edge_index)
-                src, dst = batch.edge_label_index
-                if hasattr(model.decoder, "lins"):
-                    scores = model.decoder.lins(z[src] * z[dst]).squeeze(-1)
-                else:
-                    scores = (z[src] * z[dst]).sum(-1)
-                loss = F.binary_cross_entropy_with_logits(scores, batch.edge_label)
-                loss.backward()
-                step_loss += loss.item() / world
-                for name, p in params.items():
-                    if p.grad is not None:
-                        summed[name] += p.grad
-            for name, p in params.items():
-                p.grad = summed[name] / world
-            if clip:
-                torch.nn.utils.clip_grad_norm_(params.values(), clip)
-            optimizer.step()
-            losses.append(step_loss)
-    return {"losses": losses, "initial": initial,
-            "params": {name: p.detach().clone() for name, p in params.items()}}
+def _link_loss(model, batch):
+    """Binary cross-entropy of the batch's pairs, scored by hand from the encoder output."""
+    z = model.encoder(batch.x.to_dense().float(), batch.edge_index)
+    src, dst = batch.edge_label_index
+    if hasattr(model.decoder, "lins"):
+        scores = model.decoder.lins(z[src] * z[dst]).squeeze(-1)
+    else:
+        scores = (z[src] * z[dst]).sum(-1)
+    return F.binary_cross_entropy_with_logits(scores, batch.edge_label)
 
 
 def _check_link_metrics(metrics: dict) -> None:
@@ -102,7 +67,7 @@ def test_two_rank_link_training_matches_plain_pytorch(tmp_path, stage):
     _check_link_metrics(metrics)
     assert "test edges by hop distance" in proc.stdout
 
-    ref = _plain_link_reference(args, json.loads(config.read_text()))
+    ref = plain_data_parallel(args, json.loads(config.read_text()), _link_loss)
     steps = len(ref["losses"])
     assert steps == metrics["optimizer_steps"] == 2 * metrics["loader"]["steps_per_epoch"]
     curve = torch.tensor([loss for _, loss in metrics["loss_curve"]], dtype=torch.float64)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers import REPO, read_metrics, run_deepspeed, run_train
+from tests.helpers import REPO, plain_data_parallel, read_metrics, run_deepspeed, run_train
 
 
 # 1,200 nodes, GraphSAINT node sampler, 3 optimizer steps an epoch.  The sampler and dropout
@@ -189,51 +189,12 @@ def _two_rank_ds_config(stage: int, tmp_path) -> Path:
     return path
 
 
-def _plain_reference(args: list[str], ds_config: dict, world: int = 2) -> dict:
-    """What the DeepSpeed run must reproduce, in plain PyTorch: the same config, dataset,
-    rank loaders and initial weights (``setup`` seeds before ``build_model``); each step, every
-    rank's batch, the gradients averaged over ranks (DeepSpeed's data parallelism), the global
-    norm clipped, ``torch.optim.AdamW``.  Returns the mean loss over ranks per step and the
-    final parameters (and the gradient norms before clipping)."""
-    from gnnzero.builder import build_dataset, build_loader, build_model
-    from gnnzero.config import parse_config
-
-    cfg = parse_config(args)
-    dataset = build_dataset(cfg)
-    loaders = [build_loader(cfg, dataset, rank, world) for rank in range(world)]
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, dataset).train()
-    params = dict(model.named_parameters())
-    initial = {name: p.detach().clone() for name, p in params.items()}
-    opt = ds_config["optimizer"]
-    assert opt["type"] == "AdamW"
-    opt = opt["params"]
-    optimizer = torch.optim.AdamW(params.values(), lr=opt["lr"], betas=tuple(opt["betas"]),
-                                  eps=opt["eps"], weight_decay=opt["weight_decay"])
-    clip = ds_config.get("gradient_clipping", 0.0)
-    losses, norms = [], []
-    for epoch in range(cfg.train.epochs):
-        for batches in zip(*(loader.epoch(epoch) for loader in loaders), strict=True):
-            summed = {name: torch.zeros_like(p) for name, p in params.items()}
-            step_loss = 0.0
-            for batch in batches:  # one per rank
-                assert batch.loss_mask.any() and getattr(batch, "edge_weight", None) is None
-                model.zero_grad(set_to_none=True)
-                assert batch.x.layout == torch.sparse_csr   # the run's batches were sparse
-                logits = model(batch.x.to_dense().float(), batch.edge_index)
-                loss = F.cross_entropy(logits[batch.loss_mask], batch.y[batch.loss_mask])
-                loss.backward()
-                step_loss += loss.item() / world
-                for name, p in params.items():
-                    summed[name] += p.grad
-            for name, p in params.items():
-                p.grad = summed[name] / world
-            if clip:
-                norms.append(float(torch.nn.utils.clip_grad_norm_(params.values(), clip)))
-            optimizer.step()
-            losses.append(step_loss)
-    return {"losses": losses, "grad_norms": norms, "initial": initial,
-            "params": {name: p.detach().clone() for name, p in params.items()}}
+def _node_loss(model, batch):
+    """Cross-entropy over the batch's loss nodes from the densified sparse features."""
+    assert batch.loss_mask.any() and getattr(batch, "edge_weight", None) is None
+    assert batch.x.layout == torch.sparse_csr   # the run's batches were sparse
+    logits = model(batch.x.to_dense().float(), batch.edge_index)
+    return F.cross_entropy(logits[batch.loss_mask], batch.y[batch.loss_mask])
 
 
 @pytest.mark.e2e
@@ -257,7 +218,7 @@ def test_two_rank_training_loop_matches_plain_pytorch(tmp_path, stage):
     assert {r["batch_x_layout"] for r in metrics["memory"]["per_rank"]} == {"sparse"}
 
     ds_config = json.loads(config.read_text())
-    ref = _plain_reference(args, ds_config)
+    ref = plain_data_parallel(args, ds_config, _node_loss)
     steps = len(ref["losses"])
     assert steps == 8 and metrics["optimizer_steps"] == steps
     assert [s for s, _ in metrics["loss_curve"]] == list(range(1, steps + 1))
