@@ -20,7 +20,7 @@ from .data.options import LINK_LOADER_KINDS, DataConfig, LoaderOptions
 from .engine.ds_config import EngineOverrides
 from .engine.options import CheckpointConfig, EvalConfig, TrainConfig
 from .errors import GnnZeroError
-from .models.options import ModelConfig
+from .models.options import HETERO_ARCHS, ModelConfig
 from .tasks.options import LINK_ONLY, TaskConfig
 from .utils.settings import (SettingError, add_arguments, catalogue_rows, field_named, flag_of,
                              refuse, section_from_args)
@@ -46,6 +46,7 @@ REMOVED_FLAGS = {
                      "--clusters-per-batch and combine batches with --grad-accum",
 }
 CONFIG_FILE = "config.json"
+_SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
 DEFAULT_FAN_OUT = 10  # neighbours sampled per layer when --num-neighbors is not given
 
 
@@ -85,6 +86,41 @@ class RunConfig:
         if 0 < patience < self.eval.eval_every:
             raise refuse(field_named(TrainConfig, "patience"), patience,
                          f"must be 0 (off) or >= --eval-every ({self.eval.eval_every})")
+
+    def check_graph_kind(self, hetero: bool) -> None:
+        """Refuse settings a heterogeneous graph cannot honour (``hetero``), or
+        ``--target-type`` on a homogeneous one: before any data is loaded."""
+        if not hetero:
+            if self.data.target_type is not None:
+                raise refuse(field_named(DataConfig, "target_type"), self.data.target_type,
+                             f"names a node type, but {self.data.dataset} is homogeneous; drop "
+                             f"it, or give a heterogeneous graph (synthetic-hetero or a .pt "
+                             f"holding a HeteroData)")
+            return
+        fixes = [
+            (TaskConfig, "task", self.task.is_link, "link prediction has no heterogeneous "
+             "path; use --task node"),
+            (LoaderOptions, "kind", self.loader.kind != "neighbor", "a heterogeneous graph "
+             "trains on --loader neighbor (PyG's heterogeneous NeighborLoader)"),
+            (ModelConfig, "arch", self.model.arch not in HETERO_ARCHS, f"has no heterogeneous "
+             f"path (to_hetero needs bipartite convolutions); choose {' or '.join(HETERO_ARCHS)}"),
+            (ModelConfig, "activation_checkpointing", self.model.activation_checkpointing,
+             "is not available for heterogeneous models (to_hetero's traced graph); drop it"),
+            (DataConfig, "categorical", self.data.categorical, "embeds a homogeneous file's "
+             "x_cat; a heterogeneous graph's types carry their own x: drop it"),
+            (DataConfig, "pca_components", self.data.pca_components, "reduces a homogeneous "
+             "feature matrix; drop it for a heterogeneous graph"),
+            (DataConfig, "feature_store", self.data.feature_store in ("sparse", "mmap"),
+             "a heterogeneous graph is held in RAM with dense x; use --feature-store auto or "
+             "dense"),
+            (EvalConfig, "eval_method", self.eval.eval_method in ("clusters", "layerwise"),
+             "has no heterogeneous path; use auto, full-graph or sampled (the final evaluation "
+             "is exact either way)"),
+        ]
+        for section, name, bad, fix in fixes:
+            if bad:
+                raise refuse(field_named(section, name),
+                             getattr(getattr(self, _SECTION_OF[section]), name), fix)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -338,6 +338,9 @@ def inspect_run(args: argparse.Namespace) -> list[str]:
         raise GnnZeroError(f"--links draws a link-prediction run; {run_dir} is a node "
                            f"classification run: use --curves, --embeddings, --subgraph or "
                            f"--explain")
+    if wants_model and (metrics.get("dataset") or {}).get("heterogeneous"):
+        raise GnnZeroError(f"--embeddings, --subgraph and --explain read homogeneous graphs; "
+                           f"{run_dir} trained on a heterogeneous one: use --curves")
     args.links = args.links or (is_link and not args.curves)
     if not (wants_model or args.curves or args.links):
         raise GnnZeroError("nothing to do; choose at least one of --curves, --embeddings, "

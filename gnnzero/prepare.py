@@ -66,8 +66,13 @@ def parse(argv: Optional[Sequence[str]] = None) -> tuple[DataConfig, PrepareOpti
 def run_prepare(data: DataConfig, options: PrepareOptions) -> dict:
     """Prepare ``options.out`` from ``data``; return the manifest."""
     from .data.datasets import check_dataset_source, load_in_memory, user_file_source
+    from .data.hetero import is_hetero_source
 
     check_dataset_source(data.dataset, data.data_root)
+    if is_hetero_source(data.dataset):
+        raise GnnZeroError(f"--dataset {data.dataset} is heterogeneous; a prepared directory "
+                           f"holds one homogeneous graph: train on it directly with "
+                           f"launch/train.py --dataset {data.dataset} --loader neighbor")
 
     def source():
         if data.dataset.endswith((".pt", ".npz")):

@@ -18,11 +18,11 @@ import torch
 from .builder import build_dataset, build_loader, build_model
 from .config import RunConfig
 from .data.datasets import check_dataset_source
+from .data.hetero import is_hetero_source
 from .engine import checkpoint as ckpt
 from .engine.ds_config import (apply_overrides, finalize_for_device, load_ds_config, offload_of,
                                precision_of, zero_stage_of)
 from .engine.ds_schema import check_train_batch_size
-from .engine.evaluation import FULL_GRAPH_EVAL_MAX_NODES, auto_eval_method
 from .engine.runtime import compute_dtype, device_type, parameter_fingerprint
 from .engine.state import RunState
 from .engine.loss_scale import current_scale
@@ -79,6 +79,8 @@ def config_meta(cfg: RunConfig, world: int, ds_config: dict) -> dict[str, Any]:
             "loader": {k: v for k, v in cfg.loader.__dict__.items() if k != "cache_dir"},
             "dataset": {"name": cfg.data.dataset, "pca_components": cfg.data.pca_components,
                         "categorical": cfg.data.categorical,
+                        **({"target_type": cfg.data.target_type} if cfg.data.target_type
+                           else {}),
                         "synthetic": cfg.data.synthetic_options()}}
 
 
@@ -118,6 +120,7 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
     """Check what can be checked cheaply, then build data, loader, model, engine, trainer."""
     ds_config = _resolved_ds_config(cfg, plain)
     check_dataset_source(cfg.data.dataset, cfg.data.data_root)
+    cfg.check_graph_kind(is_hetero_source(cfg.data.dataset))
     check_output_dir(cfg.train.output_dir)
     if plain and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         rank, world = 0, 1
@@ -147,16 +150,10 @@ def setup(cfg: RunConfig, plain: bool = False) -> Job:
     probe = MemoryProbe(engine.module, engine.optimizer, device, num_params, stage, world,
                         precision, "none" if plain else offload_of(ds_config))
     probe.record_host(dataset, loader)
-    method, why = cfg.eval.eval_method, "asked for"
-    if method == "auto":
-        method, why = auto_eval_method(encoder_of(model), dataset.num_nodes,
-                                       cfg.eval.sampled_eval_nodes)
+    task = build_task(cfg.task, dataset)
+    method, rule = task.per_epoch_rule(encoder_of(model), dataset, cfg.eval)
     if show:
-        print(f"per-epoch validation: {method} ({why}; --eval-method {cfg.eval.eval_method}: "
-              f"the whole graph up to {FULL_GRAPH_EVAL_MAX_NODES} nodes, above that exact "
-              f"layer-wise, else METIS clusters); the final evaluation covers every node",
-              flush=True)
-    task = build_task(cfg.task)
+        print(rule, flush=True)
     trainer = Trainer(
         engine=engine, task=task, loader=loader, dataset=dataset, device=device,
         dtype=torch.float32 if plain else compute_dtype(engine), train=cfg.train,

@@ -99,7 +99,8 @@ def plain_data_parallel(args: list[str], ds_config: dict, batch_loss, world: int
                 loss.backward()
                 step_loss += loss.item() / world
                 for name, p in params.items():
-                    summed[name] += p.grad
+                    if p.grad is not None:   # unreached (to_hetero's unused last-layer
+                        summed[name] += p.grad   # maps): zero, as in DeepSpeed's flat buffers
             for name, p in params.items():
                 p.grad = summed[name] / world
             if clip:

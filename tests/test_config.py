@@ -208,3 +208,32 @@ def test_no_component_imports_the_config_tree():
                     assert not (node.level >= 2 and top in ("config", "builder", "run", "inspect")) \
                         and (node.module or "") not in ("gnnzero.config", "gnnzero.builder",
                                                         "gnnzero.run"), f"{path}: {name}"
+
+
+HETERO = ["--ds_config", "x.json", "--dataset", "synthetic-hetero", "--loader", "neighbor"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--loader", "saint-rw"], "--loader saint-rw: a heterogeneous graph trains on --loader "
+                               "neighbor"),
+    (["--model", "pinsage"], "--model pinsage: has no heterogeneous path"),
+    (["--activation-checkpointing"], "--activation-checkpointing True: is not available"),
+    (["--pca-components", "8"], "--pca-components 8: reduces a homogeneous"),
+    (["--feature-store", "mmap"], "--feature-store mmap: a heterogeneous graph is held in RAM"),
+    (["--eval-method", "clusters"], "--eval-method clusters: has no heterogeneous path"),
+])
+def test_settings_a_heterogeneous_graph_cannot_honour(extra, needle):
+    cfg = parse_config(HETERO + extra)
+    with pytest.raises(SettingError) as info:
+        cfg.check_graph_kind(hetero=True)
+    assert needle in str(info.value)
+    parse_config(HETERO).check_graph_kind(hetero=True)   # the plain hetero settings pass
+    cfg.check_graph_kind(hetero=False)                   # and all of these are fine without
+
+
+def test_a_target_type_needs_a_heterogeneous_graph():
+    cfg = parse_config(["--ds_config", "x.json", "--target-type", "paper"])
+    with pytest.raises(SettingError, match="--target-type paper: names a node type, but "
+                                           "synthetic is homogeneous"):
+        cfg.check_graph_kind(hetero=False)
+    parse_config(HETERO + ["--target-type", "paper"]).check_graph_kind(hetero=True)

@@ -412,7 +412,7 @@ def _reads_data_root(key: str) -> bool:
 def check_dataset_source(name: str, data_root: Optional[str]) -> None:
     """Fail fast (before DeepSpeed starts) on an unknown dataset name or a missing root."""
     key = name.lower()
-    if key == "synthetic":
+    if key in ("synthetic", "synthetic-hetero"):
         return
     if os.path.isdir(name):
         open_prepared(name)     # a prepared directory: manifest and array headers checked
@@ -434,7 +434,8 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
             raise GnnZeroError(f"--dataset {name} does not exist; give a .pt/.npz file or one of "
                                f"synthetic, cora, citeseer, pubmed, ogbn-*")
         return
-    raise GnnZeroError(f"unknown --dataset '{name}'; choose synthetic, cora, citeseer, pubmed, "
+    raise GnnZeroError(f"unknown --dataset '{name}'; choose synthetic, synthetic-hetero, cora, "
+                       f"citeseer, pubmed, "
                        f"{', '.join(GNN_BENCHMARK)}, ogbn-<name>, a prepared directory, or a "
                        f"path to a .pt/.npz file")
 

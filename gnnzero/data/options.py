@@ -18,9 +18,14 @@ class DataConfig:
     """Which graph to train on and how its features are stored."""
 
     dataset: str = setting("synthetic", "the graph to train on",
-                           allowed="synthetic, cora, citeseer, pubmed, amazon-computers, "
-                                   "amazon-photo, coauthor-cs, coauthor-physics, ogbn-<name>, a "
-                                   "prepared directory, or a .pt / .npz file")
+                           allowed="synthetic, synthetic-hetero, cora, citeseer, pubmed, "
+                                   "amazon-computers, amazon-photo, coauthor-cs, "
+                                   "coauthor-physics, ogbn-<name>, a prepared directory, or a "
+                                   ".pt / .npz file (a .pt may hold a HeteroData)")
+    target_type: Optional[str] = setting(None, "heterogeneous graph: the node type whose labels "
+                                               "are learned and evaluated",
+                                         allowed="a node type of the graph",
+                                         none_means="the only node type with labels y")
     data_root: Optional[str] = setting(None, "folder with local dataset files (nothing is "
                                              "downloaded)", allowed="a folder",
                                        none_means="synthetic or a file")
@@ -55,7 +60,7 @@ class DataConfig:
 
     def synthetic_options(self) -> dict:
         """The generator settings that shape the synthetic graph (empty for other datasets)."""
-        if self.dataset.lower() != "synthetic":
+        if self.dataset.lower() not in ("synthetic", "synthetic-hetero"):
             return {}
         return {"num_nodes": self.num_nodes, "avg_degree": self.avg_degree,
                 "words_per_node": self.words_per_node, "num_classes": self.num_classes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch_geometric.data import HeteroData
 
 # Normalisation weights stay fp32: node weights multiply the fp32 loss, and edge weights
 # scale messages inside our convs, which aggregate in fp32 (bf16 would round a
@@ -30,6 +31,12 @@ def prepare_batch(batch, device: torch.device, dtype: torch.dtype, non_blocking:
     return batch
 
 
+def labelled_store(batch):
+    """Where a batch keeps its labels and masks: the batch itself, or a heterogeneous batch's
+    target node type (``batch.target_type``, set by the loader)."""
+    return batch[batch.target_type] if isinstance(batch, HeteroData) else batch
+
+
 def node_loss(logits: Tensor, batch) -> Tensor:
     """Cross-entropy over ``batch.loss_mask`` (fp32), GraphSAINT-normalised when weights are given.
 
@@ -40,6 +47,7 @@ def node_loss(logits: Tensor, batch) -> Tensor:
     training loss times the constant ``N_train / N``.  A batch without training nodes gives a zero loss that
     still touches every output, so every rank runs the same collectives.
     """
+    batch = labelled_store(batch)
     mask = batch.loss_mask
     if not bool(mask.any()):
         return logits.float().sum() * 0.0

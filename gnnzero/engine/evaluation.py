@@ -39,7 +39,7 @@ from ..errors import GnnZeroError
 from ..models import forward_batch
 from ..utils.dist import all_reduce_tensor, gather_objects, rank_world
 from ..utils.stats import macro_ovr_auc
-from .batches import prepare_batch
+from .batches import labelled_store, prepare_batch
 from .layerwise import (LAYERWISE_BATCH, InferenceOutput, _module,  # noqa: F401 (re-exported)
                         global_gcn_normalisation, layerwise_inference,
                         layerwise_unsupported_reason, post_conv)
@@ -265,14 +265,16 @@ def _cluster_batches(dataset: GraphDataset, partition, rank: int, world: int) ->
 def _evaluate_batches(model, dataset: GraphDataset, batches: Iterator, device: torch.device,
                       dtype: torch.dtype, roc_auc: bool = False) -> dict[str, dict]:
     """Metrics per split from forwards over ``batches`` (each with a ``count_mask``)."""
+    was_training = _module(model).training
     model.eval()
     tally = SplitTally(dataset.num_classes, roc_auc)
     for batch in batches:
         batch = prepare_batch(batch, device, dtype)
-        logits, count = forward_batch(model, batch).cpu(), batch.count_mask.cpu()
-        tally.add(logits, batch.y.cpu(),
-                  {name: batch[name].cpu() & count for name in SPLITS.values()})
-    model.train()
+        logits, store = forward_batch(model, batch).cpu(), labelled_store(batch)
+        count = store.count_mask.cpu()
+        tally.add(logits, store.y.cpu(),
+                  {name: store[name].cpu() & count for name in SPLITS.values()})
+    model.train(was_training)
     return tally.metrics()
 
 
@@ -293,6 +295,18 @@ def evaluate_clusters(model, dataset: GraphDataset, partition, device: torch.dev
     rank, world = rank_world()
     return _evaluate_batches(model, dataset, _cluster_batches(dataset, partition, rank, world),
                              device, dtype, roc_auc)
+
+
+def per_epoch_rule(model, dataset, evaluation) -> tuple[str, str]:
+    """Per-epoch validation's method for ``--eval-method`` (``auto``: :func:`auto_eval_method`)
+    and the line that states the rule once at start."""
+    method, why = evaluation.eval_method, "asked for"
+    if method == "auto":
+        method, why = auto_eval_method(model, dataset.num_nodes, evaluation.sampled_eval_nodes)
+    return method, (f"per-epoch validation: {method} ({why}; --eval-method "
+                    f"{evaluation.eval_method}: the whole graph up to "
+                    f"{FULL_GRAPH_EVAL_MAX_NODES} nodes, above that exact layer-wise, else "
+                    f"METIS clusters); the final evaluation covers every node")
 
 
 def auto_eval_method(model, num_nodes: int, sampled_nodes: int = 0) -> tuple[str, str]:

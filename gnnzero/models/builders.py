@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
+from torch_geometric.data import HeteroData
 from torch_geometric.nn import MLP
 
 from .convs import GATConvFp32, GCNConvFp32, GINConvWeighted, PinSAGEConv, SAGEConvWeighted
@@ -245,7 +246,10 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
 
 def forward_batch(model: nn.Module, batch, pairs: Optional[Tensor] = None) -> Tensor:
     """Logits for a PyG batch, passing GraphSAINT's edge weights (``edge_weight`` or
-    PyG's ``edge_norm``) when present; with ``pairs`` (a link predictor), their scores."""
+    PyG's ``edge_norm``) when present; with ``pairs`` (a link predictor), their scores.
+    A heterogeneous batch gives the logits of its ``target_type`` nodes."""
+    if isinstance(batch, HeteroData):
+        return model(batch.x_dict, batch.edge_index_dict)[batch.target_type]
     check_sparse_input(model, batch.x)
     edge_weight = getattr(batch, "edge_weight", None)
     if edge_weight is None:

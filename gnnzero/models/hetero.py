@@ -17,9 +17,7 @@ from torch_geometric.nn import to_hetero
 
 from .builders import GATModel, SAGEModel, _validate, hidden_layer_indices
 from .lowrank import replace_linears_with_low_rank, share_linear_weights
-
-# Convolutions that accept bipartite (source type != target type) inputs.
-HETERO_ARCHS = ("sage", "gat")
+from .options import HETERO_ARCHS
 
 
 def build_hetero_model(arch: str, data: HeteroData, hidden_channels: int, out_channels: int,
@@ -48,7 +46,9 @@ def build_hetero_model(arch: str, data: HeteroData, hidden_channels: int, out_ch
                          norm=norm, jk=jk, heads=heads, add_self_loops=False)
     model = to_hetero(model, data.metadata(), aggr=aggr)
     with torch.no_grad():  # materialise the lazy (-1) input maps before factorising them
+        model.eval()       # (no dropout draw, no batch-norm statistics from this pass)
         model(data.x_dict, data.edge_index_dict)
+        model.train()
     edge_keys = list(model.convs[0].keys())
     if rank is not None:
         for conv in model.convs:

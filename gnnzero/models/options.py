@@ -9,6 +9,8 @@ from ..utils.settings import check_settings, field_named, refuse, setting
 ARCHS = ("gcn", "sage", "gat", "gin", "pinsage")
 NORMS = (None, "batch", "layer", "graph")
 JK_MODES = (None, "last", "cat", "max")
+# Convolutions that accept bipartite (source type != target type) inputs: to_hetero's needs.
+HETERO_ARCHS = ("sage", "gat")
 
 
 def hidden_layer_indices(num_layers: int, jk: Optional[str]) -> list[int]:

@@ -72,6 +72,15 @@ class _HostBytes:
 def dataset_and_loader_host_bytes(dataset: Any, loader: Any) -> dict[str, int]:
     """Host bytes of the dataset (features + structure + labels) and, separately, the loader's own."""
     counter = _HostBytes()
+    if getattr(dataset, "is_hetero", False):   # a HeteroData in RAM
+        structure, features = dataset.host_parts()
+        counter.walk(features)
+        feature_store = counter.total
+        counter.walk(structure)
+        structure = counter.total - feature_store
+        counter.walk(loader)
+        return {"feature_store_bytes": feature_store, "graph_structure_bytes": structure,
+                "loader_bytes": counter.total - feature_store - structure}
     topology = dataset.topology
     # Mapped arrays (a prepared directory) are file pages, not counted; numpy memmaps are
     # skipped by the walk, the tensors over them are left out here.

@@ -21,6 +21,8 @@ def training_rate(metrics: dict[str, Any]) -> float:
 
 
 def dataset_summary(dataset) -> dict[str, Any]:
+    if getattr(dataset, "is_hetero", False):
+        return dataset.summary()
     return {"name": dataset.name, "num_nodes": dataset.num_nodes,
             "num_edges": dataset.num_edges, "num_features": dataset.num_features,
             "num_classes": dataset.num_classes,

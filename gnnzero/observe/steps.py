@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..engine.batches import labelled_store
+
 PHASES = ("sampling", "forward", "backward", "optimizer")
 COUNTS = ("train_nodes", "train_pairs", "batch_nodes", "batch_edges", "batches")
 
@@ -24,11 +26,11 @@ class StepStats:
         tensor summed without a host sync until :meth:`settle`) and phase times."""
         for phase, value in phase_seconds.items():
             self.seconds[phase] += value
-        self.counts["train_nodes"] += batch.loss_mask.sum()  # a device tensor until settle()
+        self.counts["train_nodes"] += labelled_store(batch).loss_mask.sum()  # on the device
         pairs = getattr(batch, "edge_label_index", None)   # link prediction: pairs scored
         self.counts["train_pairs"] += 0 if pairs is None else pairs.size(1)
         self.counts["batch_nodes"] += batch.num_nodes
-        self.counts["batch_edges"] += batch.edge_index.size(1)
+        self.counts["batch_edges"] += batch.num_edges
         self.counts["batches"] += 1
         self.loss_sum += loss
 

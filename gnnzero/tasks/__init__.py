@@ -9,8 +9,13 @@ from __future__ import annotations
 from .options import TASKS, TaskConfig
 
 
-def build_task(cfg: TaskConfig):
-    """The task object of ``cfg.task``."""
+def build_task(cfg: TaskConfig, dataset=None):
+    """The task object of ``cfg.task`` (node classification on a heterogeneous ``dataset``:
+    its target node type)."""
+    if getattr(dataset, "is_hetero", False):
+        from .hetero import HeteroNodeTask
+
+        return HeteroNodeTask()
     if cfg.is_link:
         from .link import LinkTask
 

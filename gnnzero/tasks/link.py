@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..data.distances import bucket_of, distances_and_matches
 from ..data.link_split import test_graph
-from ..engine.evaluation import final_eval_method
+from ..engine.evaluation import final_eval_method, per_epoch_rule
 from ..engine.link_evaluation import endpoint_embeddings, score_pairs
 from ..models import forward_batch
 from ..models.link import encoder_of
@@ -44,6 +44,7 @@ class LinkTask:
 
     name = "link"
     metric = "auc"
+    per_epoch_rule = staticmethod(per_epoch_rule)   # (method, the line stating it)
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg

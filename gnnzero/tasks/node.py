@@ -6,7 +6,8 @@ from typing import Any
 from torch import Tensor
 
 from ..engine.batches import node_loss
-from ..engine.evaluation import evaluate, evaluate_sampled, final_eval_method
+from ..engine.evaluation import (evaluate, evaluate_sampled, final_eval_method,
+                                  per_epoch_rule)
 from ..models import forward_batch
 
 
@@ -15,6 +16,7 @@ class NodeTask:
 
     name = "node"
     metric = "accuracy"
+    per_epoch_rule = staticmethod(per_epoch_rule)   # (method, the line stating it)
 
     def loss(self, engine, batch) -> Tensor:
         return node_loss(forward_batch(engine, batch), batch)
