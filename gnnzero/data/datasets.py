@@ -36,7 +36,8 @@ from torch_geometric.data import Data
 from ..errors import GnnZeroError
 from .csr import Topology
 from .feature_store import FEATURE_STORES, SPARSE_BATCH_DENSITY, MatrixFeatureStore
-from .prepared import FORMAT_VERSION, open_prepared, prepare, source_from_dataset
+from .prepared import (FORMAT_VERSION, check_prepared, open_prepared, prepare,
+                       source_from_dataset)
 from .synthetic import SyntheticSpec, make_synthetic_graph
 from .validate import validate_graph
 
@@ -415,7 +416,7 @@ def check_dataset_source(name: str, data_root: Optional[str]) -> None:
     if key in ("synthetic", "synthetic-hetero"):
         return
     if os.path.isdir(name):
-        open_prepared(name)     # a prepared directory: manifest and array headers checked
+        check_prepared(name)    # a prepared directory: manifest, array headers and sizes
         return
     if _reads_data_root(key):
         if not data_root:

@@ -265,19 +265,48 @@ def read_manifest(path: str) -> dict:
     return manifest
 
 
-def _map(path: str, name: str, entry: dict) -> np.ndarray:
+def _check_array(path: str, name: str, entry: dict) -> None:
+    """``name``'s ``.npy`` header against the manifest, and its size against the header
+    (a truncated file), without mapping it."""
     file = os.path.join(path, name)
     if not os.path.isfile(file):
         raise GnnZeroError(f"{file} is missing; prepare the directory again")
     try:
-        array = np.load(file, mmap_mode="r")
+        with open(file, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                           np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
     except (OSError, ValueError) as exc:
         raise GnnZeroError(f"{file} is truncated or corrupt ({exc}); prepare the directory "
                            f"again") from exc
-    if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
-        raise GnnZeroError(f"{file} holds {array.dtype}{list(array.shape)} but the manifest "
-                           f"says {entry['dtype']}{entry['shape']}; prepare the directory again")
-    return array
+    if list(shape) != entry["shape"] or str(dtype) != entry["dtype"]:
+        raise GnnZeroError(f"{file} holds {dtype}{list(shape)} but the manifest says "
+                           f"{entry['dtype']}{entry['shape']}; prepare the directory again")
+    expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if os.path.getsize(file) < expected:
+        raise GnnZeroError(f"{file} is truncated ({os.path.getsize(file)} of {expected} "
+                           f"bytes); prepare the directory again")
+
+
+def check_prepared(path: str) -> dict:
+    """The manifest of the prepared directory ``path``, every array it lists checked by its
+    header and size (one-line errors); nothing is mapped."""
+    manifest = read_manifest(path)
+    expected = {"indptr.npy", "indices.npy", "y.npy", *(f"{m}.npy" for m in MASK_NAMES)}
+    missing = expected - set(manifest["arrays"])
+    if missing:
+        raise GnnZeroError(f"{os.path.join(path, MANIFEST)} lists no {', '.join(sorted(missing))}; "
+                           f"prepare the directory again")
+    for name, entry in manifest["arrays"].items():
+        _check_array(path, name, entry)
+    return manifest
+
+
+def _map(path: str, name: str) -> np.ndarray:
+    """A checked (:func:`check_prepared`) array of ``path``, mapped read-only."""
+    return np.load(os.path.join(path, name), mmap_mode="r")
 
 
 def mapped_tensor(array: np.ndarray) -> torch.Tensor:
@@ -294,13 +323,8 @@ def open_prepared(path: str):
     from .datasets import GraphDataset
 
     path = os.path.abspath(path)
-    manifest = read_manifest(path)
-    arrays = {name: _map(path, name, entry) for name, entry in manifest["arrays"].items()}
-    expected = {"indptr.npy", "indices.npy", "y.npy", *(f"{m}.npy" for m in MASK_NAMES)}
-    missing = expected - set(arrays)
-    if missing:
-        raise GnnZeroError(f"{os.path.join(path, MANIFEST)} lists no {', '.join(sorted(missing))}; "
-                           f"prepare the directory again")
+    manifest = check_prepared(path)
+    arrays = {name: _map(path, name) for name in manifest["arrays"]}
     n = int(manifest["num_nodes"])
     topology = Topology(n, arrays["indptr.npy"], arrays["indices.npy"],
                         _fingerprint=manifest["topology_fingerprint"])

@@ -238,3 +238,26 @@ def test_preparing_an_existing_directory_adds_only_the_missing_partitions(graph,
                        num_parts=(4, 6))
     assert (out / "parts" / "metis_6" / "meta.json").exists()
     assert (out / "parts" / "metis_4" / "part.npy").stat().st_mtime_ns == first
+
+
+@pytest.mark.parametrize("damage,needles", [
+    ("truncated", ("indices.npy is truncated", "prepare the directory again")),
+    ("missing-array", ("x_data.npy is missing",)),
+])
+def test_the_source_check_reads_headers_and_maps_nothing(prepared_copy, damage, needles,
+                                                         monkeypatch):
+    """``check_dataset_source`` (before DeepSpeed starts) finds what ``open_prepared`` would,
+    from the manifest and the ``.npy`` headers alone: the directory is mapped once, by the
+    load."""
+    from gnnzero.data.datasets import check_dataset_source
+
+    def no_map(*args, **kwargs):
+        raise AssertionError("check_dataset_source mapped an array")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(np, "load", no_map)
+        check_dataset_source(str(prepared_copy), None)        # intact: passes
+        _damage(prepared_copy, damage)
+        with pytest.raises(GnnZeroError) as caught:
+            check_dataset_source(str(prepared_copy), None)
+    assert all(n in str(caught.value) for n in needles), caught.value
