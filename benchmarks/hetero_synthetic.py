@@ -55,15 +55,25 @@ def run_one(name: str, seed: int, work: Path, args: argparse.Namespace) -> dict:
             "test_accuracy_best_val": metrics["headline"]["test_accuracy"],
             "test_accuracy_last": metrics["test_accuracy"],
             "epoch_time_s": metrics["epoch_time_s"],
+            "step_time_split_s": per_rank[0]["step_time_split_s"],
             "peak_bytes_max_rank": max(r["peak_bytes"] for r in per_rank),
             "num_parameters": metrics["num_parameters"],
             "final_method": metrics["evaluation"]["test"]["method"],
             "command": " ".join(cmd[1:])}
 
 
+def _split(rows: list[dict]) -> str:
+    """Rank 0's step time by phase, in percent, summed over the rows."""
+    phases = ("sampling", "forward", "backward", "optimizer")
+    sums = {p: sum(r["step_time_split_s"][p] for r in rows) for p in phases}
+    total = sum(sums.values()) or 1.0
+    return " / ".join(f"{100 * sums[p] / total:.0f}" for p in phases)
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | seeds | test acc. (best-val epoch) | last epoch | epoch time | peak "
-             "per rank | parameters |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | seeds | test acc. (best-val epoch) | last epoch | epoch time | "
+             "sampling / forward / backward / optimizer | peak per rank | parameters |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in VARIANTS:
         mine = [r for r in rows if r["variant"] == name]
         accs = [100 * r["test_accuracy_best_val"] for r in mine]
@@ -72,6 +82,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {name} | {len(mine)} | {statistics.mean(accs):.2f} ± {spread:.2f} | "
                      f"{statistics.mean(last):.2f} | "
                      f"{statistics.mean(r['epoch_time_s'] for r in mine):.2f} s | "
+                     f"{_split(mine)} | "
                      f"{max(r['peak_bytes_max_rank'] for r in mine) / 2**20:.0f} MiB | "
                      f"{mine[0]['num_parameters']:,} |")
     return "\n".join(lines)
