@@ -462,7 +462,8 @@ def prepared_cache_path(cache_dir: str, name: str, key: dict) -> str:
     return os.path.join(os.path.abspath(cache_dir), "prepared", f"{safe}-{digest}")
 
 
-SYNTHETIC_OPTIONS = ("avg_degree", "words_per_node", "num_classes", "num_features")
+SYNTHETIC_OPTIONS = ("avg_degree", "words_per_node", "num_classes", "num_features", "homophily",
+                     "label_noise")
 
 
 def load_dataset(name: str, data_root: Optional[str] = None, num_nodes: int = 20_000,

@@ -37,6 +37,12 @@ class DataConfig:
                                 low=8)
     words_per_node: float = setting(SyntheticSpec.words_per_node,
                                     "synthetic graph: mean non-zero features per node", low=1)
+    homophily: float = setting(SyntheticSpec.homophily, "synthetic graph: share of edges inside "
+                                                        "a node's community", low=0, high=1)
+    label_noise: float = setting(SyntheticSpec.label_noise,
+                                 "synthetic graph: share of nodes whose observed label is "
+                                 "redrawn at random (caps accuracy near 1 - noise * (1 - "
+                                 "1/classes))", low=0, high=1)
     feature_store: str = setting("auto", "feature storage: auto = sparse CSR when < 10 % dense "
                                          "(a synthetic graph of 500k+ nodes is prepared and "
                                          "mapped), mmap = prepare the dataset into --cache-dir "
@@ -64,7 +70,8 @@ class DataConfig:
             return {}
         return {"num_nodes": self.num_nodes, "avg_degree": self.avg_degree,
                 "words_per_node": self.words_per_node, "num_classes": self.num_classes,
-                "num_features": self.num_features}
+                "num_features": self.num_features, "homophily": self.homophily,
+                "label_noise": self.label_noise}
 
     def synthetic_shape(self) -> dict:
         """:meth:`synthetic_options` but the node count (the loaders take it separately)."""
