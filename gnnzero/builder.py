@@ -8,7 +8,8 @@ from .config import RunConfig
 from .errors import GnnZeroError
 from .data import GraphDataset, build_loader as _build_loader, load_dataset
 from .data.loaders import GraphLoader
-from .data.hetero import HeteroNeighborLoader, is_hetero_source, load_hetero, schema_graph
+from .data.hetero import (HeteroGraphDataset, HeteroNeighborLoader, is_hetero_source,
+                          load_hetero, schema_graph)
 from .data.link_loaders import build_link_loader
 from .data.link_split import split_edges
 from .data.pca import reduce_features
@@ -16,9 +17,10 @@ from .models import build_hetero_model, build_model as _build_model
 from .models.link import build_link_model
 
 
-def build_dataset(cfg: RunConfig) -> GraphDataset:
+def build_dataset(cfg: RunConfig) -> GraphDataset | HeteroGraphDataset:
     """The run's dataset from local files or the generator, features reduced by PCA if asked;
-    for link prediction, with the validation and test edges hidden (a seeded split)."""
+    for link prediction, with the validation and test edges hidden (a seeded split); a
+    heterogeneous graph as a :class:`HeteroGraphDataset`."""
     d = cfg.data
     if is_hetero_source(d.dataset):
         return load_hetero(d.dataset, d.target_type, d.num_nodes, cfg.train.seed,
