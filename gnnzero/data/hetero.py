@@ -287,9 +287,12 @@ class HeteroNeighborLoader:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[HeteroData]:
         from torch_geometric.loader import NeighborLoader
 
+        # A private generator for the iterator's base seed: drawn from torch's global RNG it
+        # would shift the sampler's stream on a resumed epoch (the iterator is made anew).
         loader = NeighborLoader(self.data, num_neighbors=self.num_neighbors,
                                 input_nodes=(self.target, self.train_idx),
-                                batch_sampler=self._batches(epoch)[start:])
+                                batch_sampler=self._batches(epoch)[start:],
+                                generator=torch.Generator().manual_seed(self.seed + epoch))
         for batch in loader:
             store = batch[self.target]
             loss_mask = torch.zeros(store.num_nodes, dtype=torch.bool)

@@ -124,7 +124,8 @@ def _neighbor_loader(structure, num_neighbors: list[int], batches: list[list[int
     from ..data.loaders import _require_torch_sparse
 
     _require_torch_sparse("evaluation with NeighborLoader")
-    return NeighborLoader(structure, num_neighbors=num_neighbors, batch_sampler=batches)
+    return NeighborLoader(structure, num_neighbors=num_neighbors, batch_sampler=batches,
+                          generator=torch.Generator())   # the training RNG stays untouched
 
 
 def _equal_batches(nodes: Tensor, num_batches: int, filler: int) -> list[tuple[list[int], int]]:

@@ -63,7 +63,8 @@ def _neighbourhoods(dataset: HeteroGraphDataset, nodes: torch.Tensor, hops: int,
                              filler=int(nodes[0]))
     data, target = dataset.data, dataset.target
     loader = NeighborLoader(data, num_neighbors={et: [-1] * hops for et in data.edge_types},
-                            input_nodes=target, batch_sampler=[ids for ids, _ in batches])
+                            input_nodes=target, batch_sampler=[ids for ids, _ in batches],
+                            generator=torch.Generator())   # the training RNG stays untouched
     for batch, (_, keep) in zip(loader, batches):
         count = torch.zeros(batch[target].num_nodes, dtype=torch.bool)
         count[:keep] = True

@@ -143,3 +143,29 @@ def test_settings_a_heterogeneous_graph_cannot_honour_are_refused(tmp_path, flag
                       "synthetic-hetero", "--output-dir", str(tmp_path / "run"), *flags])
     assert_one_line_error(proc, needle)
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.e2e
+def test_a_heterogeneous_run_resumes_mid_epoch_as_if_never_stopped(tmp_path):
+    """Sampled fan-outs and dropout draw from the global RNG: the resumed losses, weights and
+    accuracy equal an uninterrupted run's only if the loader restarts at the right batch and
+    the RNG state comes back."""
+    base = ["--ds_config", str(REPO / "ds_configs" / "zero2.json"), "--dataset",
+            "synthetic-hetero", "--num-nodes", "300", "--loader", "neighbor",
+            "--num-neighbors", "4,3", "--batch-size", "40", "--hidden", "8", "--epochs", "2",
+            "--eval-every", "100", "--cache-dir", str(tmp_path / "cache")]
+    full = run_train([*base, "--output-dir", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr[-2000:]
+    steps = read_metrics(tmp_path / "full")["optimizer_steps"]
+    first = run_train([*base, "--output-dir", str(tmp_path / "split"), "--max-steps",
+                       str(steps // 2 + 1)])                     # stops inside epoch 1
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_train([*base, "--output-dir", str(tmp_path / "split"), "--resume"])
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resumed from step {steps // 2 + 1} (epoch 1, batch 1)" in second.stdout
+    expected, resumed = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "split")
+    torch.testing.assert_close(torch.tensor(resumed["loss_curve"]),
+                               torch.tensor(expected["loss_curve"]), rtol=1e-6, atol=0.0)
+    assert resumed["test_accuracy"] == expected["test_accuracy"]
+    assert resumed["evaluation"]["test"]["roc_auc_macro_ovr"] == \
+        expected["evaluation"]["test"]["roc_auc_macro_ovr"]
