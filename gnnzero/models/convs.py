@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,19 +21,49 @@ from torch_geometric.typing import OptPairTensor, OptTensor  # noqa: F401  (read
 from torch_geometric.utils import scatter
 
 from ..errors import GnnZeroError
-from .sparse_input import SPARSE_FIX, is_sparse, mlp_after_first_linear, require_linear_aggregation
+from .sparse_input import (SPARSE_FIX, csr_tensor, is_sparse, mlp_after_first_linear,
+                           require_linear_aggregation, sparse_product)
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+class _GatherWithFp32Backward(torch.autograd.Function):
+    """``src.index_select(dim, index)`` whose backward sums the per-edge gradients in fp32.
+
+    The backward of a plain ``index_select`` is an ``index_add_`` in ``src.dtype``: in
+    bf16 the gradient of a node with thousands of out-edges stalls exactly like a bf16
+    forward sum.  Written by hand because torch has no gather with a wider accumulator.
+    """
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index: Tensor, dim: int) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.dim, ctx.shape, ctx.dtype = dim, src.shape, src.dtype
+        return src.index_select(dim, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        total = grad.new_zeros(ctx.shape, dtype=torch.float32)
+        total.index_add_(ctx.dim, index, grad.float())
+        return total.to(ctx.dtype), None, None
+
+
 class Fp32AggregationMixin:
-    """Aggregate messages in fp32 when they arrive in fp16/bf16; cast the result back."""
+    """Aggregate messages in fp32 when they arrive in fp16/bf16, and sum the gradients of
+    the gathered ``x_j`` / ``x_i`` in fp32 on the way back; cast the results back."""
 
     def aggregate(self, inputs: Tensor, index: Tensor, ptr: Optional[Tensor] = None,
                   dim_size: Optional[int] = None) -> Tensor:
         if inputs.dtype in LOW_PRECISION:
             return super().aggregate(inputs.float(), index, ptr, dim_size).to(inputs.dtype)
         return super().aggregate(inputs, index, ptr, dim_size)
+
+    def _index_select(self, src: Tensor, index: Tensor) -> Tensor:
+        """PyG's gather of node rows onto edges (``_lift`` and the jinja ``collect``)."""
+        if src.dtype in LOW_PRECISION and src.requires_grad and torch.is_grad_enabled():
+            return _GatherWithFp32Backward.apply(src, index, self.node_dim)
+        return super()._index_select(src, index)
 
 
 def _edge_message(x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
@@ -41,8 +72,40 @@ def _edge_message(x_j: Tensor, edge_weight: Optional[Tensor]) -> Tensor:
     return (edge_weight.view(-1, 1).float() * x_j.float()).to(x_j.dtype)
 
 
+_HOOKED = ("propagate", "message", "aggregate", "message_and_aggregate")
+
+
+def _propagate_is_observed(conv: MessagePassing) -> bool:
+    """Whether an explainer's edge mask or a propagate/message/aggregate hook needs PyG's
+    per-edge ``propagate``."""
+    return bool(conv.explain) or any(getattr(conv, f"_{name}_forward{pre}_hooks", None)
+                                     for name in _HOOKED for pre in ("", "_pre"))
+
+
+def weighted_neighbour_sum(edge_index: Tensor, edge_weight: Tensor, x: Tensor) -> Tensor:
+    """``out_i = sum_(j->i) w_ji x_j`` over the edges ``j -> i``, as one sparse-dense product
+    ``A @ x`` in fp32 (result in ``x.dtype``): no ``E x channels`` messages forward or back.
+
+    Written by hand because PyG's own fused path (``spmm`` on a torch sparse adjacency)
+    differentiates through torch's CPU CSR transposition, which is slow
+    (:func:`~gnnzero.models.sparse_input.transposed_product` builds it with scipy instead).
+    """
+    num_nodes, weight = x.size(0), edge_weight.float()
+    if x.device.type == "cpu":
+        target, source = edge_index[1].numpy(), edge_index[0].numpy()
+        adj = sp.csr_matrix((weight.detach().numpy(), (target, source)),
+                            shape=(num_nodes, num_nodes))      # duplicates summed
+        adj = csr_tensor(adj)
+    else:
+        adj = torch.sparse_coo_tensor(edge_index.flip(0), weight.detach(),
+                                      (num_nodes, num_nodes)).coalesce().to_sparse_csr()
+    return sparse_product(adj, x)
+
+
 class GCNConvFp32(Fp32AggregationMixin, GCNConv):
-    """``GCNConv`` whose symmetric normalisation and aggregation run in fp32."""
+    """``GCNConv`` whose symmetric normalisation and aggregation run in fp32; the weighted
+    neighbour sum is one sparse-dense product (:func:`weighted_neighbour_sum`) unless an
+    explainer or a hook watches the per-edge messages."""
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
         if self.normalize:
@@ -52,7 +115,15 @@ class GCNConvFp32(Fp32AggregationMixin, GCNConv):
                                                self.improved, self.add_self_loops, self.flow,
                                                torch.float32)
         x = self.lin(x)
-        out = self.propagate(edge_index, x=x, edge_weight=edge_weight)
+        fused = (isinstance(edge_index, Tensor) and not edge_index.is_sparse
+                 and self.flow == "source_to_target" and not _propagate_is_observed(self)
+                 and (edge_weight is None or not edge_weight.requires_grad))
+        if fused:
+            if edge_weight is None:
+                edge_weight = x.new_ones(edge_index.size(1), dtype=torch.float32)
+            out = weighted_neighbour_sum(edge_index, edge_weight, x)
+        else:
+            out = self.propagate(edge_index, x=x, edge_weight=edge_weight)
         if self.bias is not None:
             out = out + self.bias
         return out

@@ -20,7 +20,8 @@ from torch_geometric.nn import models as pyg_models
 from torch_geometric.nn.conv import MessagePassing
 
 from gnnzero.models import build_hetero_model, build_model
-from gnnzero.models.convs import Fp32AggregationMixin
+from gnnzero.models import convs as convs_module
+from gnnzero.models.convs import Fp32AggregationMixin, GCNConvFp32
 from tests.models.common import ARCHS, HEADS, LEAVES, random_graph, star_graph
 
 
@@ -82,6 +83,8 @@ def test_bf16_model_stays_close_to_fp32_on_a_star(arch):
 # Kernels that sum / reduce values into slots: PyG's scatter (scatter_add_, scatter_reduce_),
 # index_add_, segment reductions, torch_scatter's and torch_sparse's ops (scatter_max, spmm ...).
 REDUCTION_OP = re.compile(r"scatter|index_add|index_reduce|segment|spmm|sparse_mm")
+# ... and a product with a sparse operand: GCN's neighbour sum is one ``A @ x``
+SPARSE_PRODUCT_OP = re.compile(r"mm|addmm|_sparse_addmm|_sparse_mm")
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,12 @@ class ReductionRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if REDUCTION_OP.search(func.overloadpacket.__name__):
-            dtypes = tuple(a.dtype for a in (*args, *kwargs.values())
-                           if isinstance(a, torch.Tensor) and a.is_floating_point())
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        name = func.overloadpacket.__name__
+        sparse_product = (SPARSE_PRODUCT_OP.fullmatch(name)
+                          and any(t.layout != torch.strided for t in tensors))
+        if REDUCTION_OP.search(name) or sparse_product:
+            dtypes = tuple(a.dtype for a in tensors if a.is_floating_point())
             self.records.append(Reduction(self.modules[-1],
                                           f"{func.namespace}.{func.overloadpacket.__name__}",
                                           dtypes))
@@ -174,6 +180,53 @@ def test_bf16_messages_reach_every_scatter_in_fp32(arch, variant, weighted):
     assert not low, f"reductions not in fp32: {low}"
 
 
+def _backward_reductions(arch: str, variant: str = "dense") -> list[Reduction]:
+    """The reductions of one bf16 backward (x itself requires grad, so the first layer's
+    gather is differentiated too)."""
+    torch.manual_seed(0)
+    model = build_model(arch, 12, 8, 3, dropout=0.0, heads=HEADS if arch == "gat" else 1,
+                        **VARIANTS[variant]).to(torch.bfloat16).train()
+    x, edge_index, _ = _bf16_graph(weighted=False)
+    out = model(x.detach().requires_grad_(), edge_index)
+    with ReductionRecorder() as recorder:
+        out.float().square().sum().backward()
+    assert recorder.records, "no reduction recorded in backward"
+    return recorder.records
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bf16_backward_sums_every_gathered_gradient_in_fp32(arch, variant):
+    """The same in backward: the gradients of the rows gathered onto edges (``x_j``, ``x_i``,
+    GAT's attention terms) are summed by fp32 reductions.  The backward of PyG's gather is an
+    ``index_add_`` in the rows' dtype; on CPU a 2-D one happens to accumulate wider, so only
+    the dtype tells (GPU bf16 atomics stall)."""
+    records = _backward_reductions(arch, variant)
+    low = [r for r in records if any(d != torch.float32 for d in r.dtypes)]
+    assert not low, f"backward reductions not in fp32: {low}"
+
+
+def test_bf16_gather_gradient_is_the_fp32_sum_rounded_once():
+    """The gather's gradient: every edge's gradient summed in fp32, rounded to bf16 once."""
+    gen = torch.Generator().manual_seed(0)
+    index = torch.randint(0, 7, (3000,), generator=gen)
+    grad = torch.rand(3000, 5, generator=gen).bfloat16()
+    src = torch.zeros(7, 5, dtype=torch.bfloat16, requires_grad=True)
+    conv = build_model("sage", 5, 5, 5, 1).convs[0]
+    conv._index_select(src, index).backward(grad)
+    ref = torch.zeros(7, 5).index_add_(0, index, grad.float()).bfloat16()
+    assert torch.equal(src.grad, ref)
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "gcn"])
+def test_control_recorder_sees_bf16_backward_with_pyg_own_gather(arch, monkeypatch):
+    """Control: with the mixin's gather reduced to PyG's own, the backward sums bf16 (GCN
+    gathers nothing: its neighbour sum is one sparse product)."""
+    monkeypatch.setattr(Fp32AggregationMixin, "_index_select", MessagePassing._index_select)
+    records = _backward_reductions(arch)
+    assert any("index_add" in r.op and torch.bfloat16 in r.dtypes for r in records), records
+
+
 def _hetero_graph() -> HeteroData:
     gen = torch.Generator().manual_seed(0)
     data = HeteroData()
@@ -229,6 +282,7 @@ def test_control_recorder_sees_bf16_without_the_fp32_mixin(arch, monkeypatch):
         return MessagePassing.aggregate(self, inputs, index, ptr, dim_size)
 
     monkeypatch.setattr(Fp32AggregationMixin, "aggregate", aggregate)
+    monkeypatch.setattr(convs_module, "_propagate_is_observed", lambda conv: True)  # GCN per edge
     torch.manual_seed(0)
     model = build_model(arch, 12, 8, 3, 2, dropout=0.0,
                         heads=HEADS if arch == "gat" else 1).to(torch.bfloat16).train()
@@ -237,3 +291,37 @@ def test_control_recorder_sees_bf16_without_the_fp32_mixin(arch, monkeypatch):
         model(x, edge_index)
     for name, records in _reductions_by_conv(recorder, convs).items():
         assert any(torch.bfloat16 in r.dtypes for r in records), (name, records)
+
+
+# --- GCN's neighbour sum as one sparse product ---------------------------------------------
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "edge_weight"])
+def test_gcn_sparse_product_equals_pyg_gcnconv(weighted):
+    """The fused ``A @ x`` equals PyG's per-edge GCNConv (same weights) in value and in
+    gradient, duplicate edges included; a message hook or an explainer still gets PyG's
+    per-edge path."""
+    from torch_geometric.nn import GCNConv
+    torch.manual_seed(0)
+    x = torch.randn(30, 12, requires_grad=True)
+    edge_index, weight = random_graph()
+    edge_index = torch.cat([edge_index, edge_index[:, :5]], dim=1)       # 5 duplicates
+    weight = torch.cat([weight, weight[:5]]) if weighted else None
+    ours, pyg = GCNConvFp32(12, 8), GCNConv(12, 8)
+    pyg.load_state_dict(ours.state_dict())
+    out, ref = ours(x, edge_index, weight), pyg(x, edge_index, weight)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(out)
+    ours_grads = torch.autograd.grad(out, [x, ours.lin.weight], grad)
+    ref_grads = torch.autograd.grad(ref, [x, pyg.lin.weight], grad)
+    for a, b in zip(ours_grads, ref_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    with record_reductions(ours) as (recorder, _):
+        ours(x, edge_index, weight)
+    assert any("scatter" not in r.op for r in recorder.records), "the sparse product did not run"
+    seen = []
+    handle = ours.register_message_forward_hook(lambda *args: seen.append(args[-1]))
+    assert torch.allclose(ours(x, edge_index, weight), ref, rtol=1e-5, atol=1e-6)
+    handle.remove()
+    assert seen and seen[0].size(0) > edge_index.size(1), "a hook sees every message (+ loops)"
+    ours.explain = True                       # an explainer masks messages: per edge too
+    assert convs_module._propagate_is_observed(ours)
