@@ -16,6 +16,7 @@ for messages to reach every type.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -110,10 +111,18 @@ def is_hetero_source(name: str) -> bool:
         return True
     if not (name.endswith(".pt") and os.path.isfile(name)):
         return False
+    stat = os.stat(name)
+    return _holds_hetero_data(os.path.abspath(name), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _holds_hetero_data(path: str, size: int, mtime_ns: int) -> bool:
+    """Whether the ``.pt`` file holds a ``HeteroData``; asked once per run start (setup and
+    the dataset builder both ask), keyed by size and time so a rewritten file is read anew."""
     try:
-        return isinstance(torch.load(name, weights_only=False, mmap=True), HeteroData)
+        return isinstance(torch.load(path, weights_only=False, mmap=True), HeteroData)
     except RuntimeError:      # not a zip-format checkpoint: an old pickle, read in full later
-        return isinstance(torch.load(name, weights_only=False), HeteroData)
+        return isinstance(torch.load(path, weights_only=False), HeteroData)
 
 
 def choose_target(data: HeteroData, target: Optional[str], source: str) -> str:

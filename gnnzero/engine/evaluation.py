@@ -298,26 +298,35 @@ def evaluate_clusters(model, dataset: GraphDataset, partition, device: torch.dev
                              device, dtype, roc_auc)
 
 
-def per_epoch_rule(model, dataset, evaluation) -> tuple[str, str]:
-    """Per-epoch validation's method for ``--eval-method`` (``auto``: :func:`auto_eval_method`)
-    and the line that states the rule once at start."""
+def per_epoch_rule(model, dataset, evaluation, *, above: Optional[tuple[str, str]] = None,
+                   covers: str = "every node") -> tuple[str, str]:
+    """Per-epoch validation's method for ``--eval-method`` (``auto``: :func:`auto_eval_method`,
+    with ``above`` as its large-graph method) and the line that states the rule once at start;
+    ``covers`` names what the final evaluation scores."""
     method, why = evaluation.eval_method, "asked for"
     if method == "auto":
-        method, why = auto_eval_method(model, dataset.num_nodes, evaluation.sampled_eval_nodes)
+        method, why = auto_eval_method(model, dataset.num_nodes, evaluation.sampled_eval_nodes,
+                                       above=above)
+    large = (f"above that {above[1]}" if above else
+             "above that exact layer-wise, else METIS clusters")
     return method, (f"per-epoch validation: {method} ({why}; --eval-method "
                     f"{evaluation.eval_method}: the whole graph up to "
-                    f"{FULL_GRAPH_EVAL_MAX_NODES} nodes, above that exact layer-wise, else "
-                    f"METIS clusters); the final evaluation covers every node")
+                    f"{FULL_GRAPH_EVAL_MAX_NODES} nodes, {large}); the final evaluation "
+                    f"covers {covers}")
 
 
-def auto_eval_method(model, num_nodes: int, sampled_nodes: int = 0) -> tuple[str, str]:
+def auto_eval_method(model, num_nodes: int, sampled_nodes: int = 0, *,
+                     above: Optional[tuple[str, str]] = None) -> tuple[str, str]:
     """Per-epoch validation when none is asked for, and why: sampled with a node budget; the
-    whole graph up to FULL_GRAPH_EVAL_MAX_NODES nodes; above, exact layer-wise when the model
-    allows it, else METIS clusters -- never the whole graph on a device."""
+    whole graph up to FULL_GRAPH_EVAL_MAX_NODES nodes; above, ``above``'s method when given,
+    else exact layer-wise when the model allows it, else METIS clusters -- never the whole
+    graph on a device."""
     if sampled_nodes:
         return "sampled", f"--sampled-eval-nodes {sampled_nodes}"
     if num_nodes <= FULL_GRAPH_EVAL_MAX_NODES:
         return "full-graph", f"{num_nodes} nodes <= {FULL_GRAPH_EVAL_MAX_NODES}"
+    if above is not None:
+        return above[0], f"{num_nodes} nodes > {FULL_GRAPH_EVAL_MAX_NODES}: {above[1]}"
     reason = layerwise_unsupported_reason(model)
     if reason is None:
         return "layerwise", (f"{num_nodes} nodes > {FULL_GRAPH_EVAL_MAX_NODES}: exact, "

@@ -22,20 +22,13 @@ import torch
 
 from ..data.hetero import HeteroGraphDataset
 from ..utils.dist import rank_world
-from .evaluation import (FULL_GRAPH_EVAL_MAX_NODES, SPLITS, _equal_batches, _evaluate_batches,
-                         _module, wilson_interval)
+from .evaluation import SPLITS, _equal_batches, _evaluate_batches, _module, wilson_interval
 
 HETERO_EVAL_METHODS = ("full-graph", "neighbourhoods", "sampled")
 
 
-def hetero_eval_method(num_nodes: int, sampled_nodes: int = 0) -> tuple[str, str]:
-    """``--eval-method auto`` on a heterogeneous graph, and why."""
-    if sampled_nodes:
-        return "sampled", f"--sampled-eval-nodes {sampled_nodes}"
-    if num_nodes <= FULL_GRAPH_EVAL_MAX_NODES:
-        return "full-graph", f"{num_nodes} nodes <= {FULL_GRAPH_EVAL_MAX_NODES}"
-    return "neighbourhoods", (f"{num_nodes} nodes > {FULL_GRAPH_EVAL_MAX_NODES}: exact, each "
-                              f"target node from its full neighbourhood")
+# ``--eval-method auto`` above FULL_GRAPH_EVAL_MAX_NODES nodes (``auto_eval_method``'s ``above``)
+LARGE_GRAPH_METHOD = ("neighbourhoods", "exact, each target node from its full neighbourhood")
 
 
 def _whole_graph(dataset: HeteroGraphDataset, rank: int, world: int) -> Iterator:

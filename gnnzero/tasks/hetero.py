@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..engine.hetero_evaluation import evaluate_hetero, evaluate_hetero_sampled, hetero_eval_method
+from ..engine.evaluation import auto_eval_method, per_epoch_rule
+from ..engine.hetero_evaluation import LARGE_GRAPH_METHOD, evaluate_hetero, evaluate_hetero_sampled
 from .node import NodeTask
 
 
@@ -13,14 +14,9 @@ class HeteroNodeTask(NodeTask):
 
     @staticmethod
     def per_epoch_rule(model, dataset, evaluation) -> tuple[str, str]:
-        method, why = evaluation.eval_method, "asked for"
-        if method == "auto":
-            method, why = hetero_eval_method(dataset.num_nodes, evaluation.sampled_eval_nodes)
-        return method, (f"per-epoch validation: {method} ({why}; heterogeneous graph, "
-                        f"--eval-method {evaluation.eval_method}: the whole graph up to the "
-                        f"same node count, above it each target node from its full "
-                        f"neighbourhood); the final evaluation covers every labelled "
-                        f"{dataset.target} node")
+        return per_epoch_rule(model, dataset, evaluation, above=LARGE_GRAPH_METHOD,
+                              covers=f"every labelled {dataset.target} node "
+                                     f"(heterogeneous graph)")
 
     def validate(self, trainer, epoch: int, entry: dict) -> None:
         if trainer.eval_method == "sampled":
@@ -38,7 +34,7 @@ class HeteroNodeTask(NodeTask):
         entry["test_accuracy"] = split["test"]["accuracy"]
 
     def final_method(self, engine, dataset) -> tuple[str, Optional[str]]:
-        return hetero_eval_method(dataset.num_nodes)[0], None
+        return auto_eval_method(engine, dataset.num_nodes, above=LARGE_GRAPH_METHOD)[0], None
 
     def final_evaluation(self, trainer, show: bool) -> dict[str, Any]:
         method = self.final_method(trainer.engine, trainer.dataset)[0]

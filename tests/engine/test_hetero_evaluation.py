@@ -2,6 +2,8 @@
 PyG's ``to_hetero`` model over the whole ``HeteroData``, scored by scikit-learn."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -10,9 +12,9 @@ pytest.importorskip("torch_sparse")
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score  # noqa: E402
 
 from gnnzero.data.hetero import load_hetero, schema_graph  # noqa: E402
-from gnnzero.engine.hetero_evaluation import (evaluate_hetero,  # noqa: E402
-                                              evaluate_hetero_sampled, hetero_eval_method)
+from gnnzero.engine.hetero_evaluation import evaluate_hetero, evaluate_hetero_sampled  # noqa: E402
 from gnnzero.models import build_hetero_model  # noqa: E402
+from gnnzero.tasks.hetero import HeteroNodeTask  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -74,6 +76,15 @@ def test_sampled_hetero_validation_scores_the_sample_exactly(dataset):
 
 
 def test_the_auto_rule_keeps_large_graphs_off_the_whole_graph_path():
-    assert hetero_eval_method(1_000)[0] == "full-graph"
-    assert hetero_eval_method(2_000_000)[0] == "neighbourhoods"
-    assert hetero_eval_method(1_000, sampled_nodes=64)[0] == "sampled"
+    def rule(num_nodes, sampled=0, method="auto"):
+        graph = SimpleNamespace(num_nodes=num_nodes, target="paper")
+        evaluation = SimpleNamespace(eval_method=method, sampled_eval_nodes=sampled)
+        return HeteroNodeTask.per_epoch_rule(None, graph, evaluation)
+
+    assert rule(1_000)[0] == "full-graph"
+    method, line = rule(2_000_000)
+    assert method == "neighbourhoods" and "full neighbourhood" in line and "paper" in line
+    assert rule(1_000, sampled=64)[0] == "sampled"
+    assert rule(2_000_000, method="full-graph")[0] == "full-graph"
+    assert HeteroNodeTask().final_method(None, SimpleNamespace(num_nodes=2_000_000))[0] \
+        == "neighbourhoods"
