@@ -166,30 +166,27 @@ class SaintLoader(GraphLoader):
 
 
 class NeighborSamplingLoader(GraphLoader):
-    """PyG's ``NeighborLoader`` over this rank's shard of the training seeds."""
-
-    prefetch_safe = False  # the neighbour sampler draws from torch's global RNG
+    """Neighbour sampling over this rank's shard of the training seeds: PyG
+    ``NeighborLoader``'s batches, sampled straight from the (mapped) CSR
+    (:mod:`~gnnzero.data.neighbour_sampling`), each step from a generator of its own seeded
+    by (seed, epoch, rank, step): reproducible, resumable mid-epoch, safe to prefetch."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        _require_torch_sparse("--loader neighbor")
-        self.train_idx = self.dataset.masks["train_mask"].nonzero().view(-1)
-        self.structure = self.dataset.structure()
+        self.train_idx = self.dataset.masks["train_mask"].nonzero().view(-1).numpy()
         self.steps_per_epoch = len(self._batches(0))
 
-    def _batches(self, epoch: int) -> list[list[int]]:
-        groups = shard_batches(self.train_idx.numel(), self.world_size, self.rank,
-                               self.opts.batch_size, epoch, self.seed)
-        return [g.tolist() for g in groups]
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        return shard_batches(self.train_idx.size, self.world_size, self.rank,
+                             self.opts.batch_size, epoch, self.seed)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
-        from torch_geometric.loader import NeighborLoader
+        from .neighbour_sampling import sample_neighbourhood
 
-        loader = NeighborLoader(self.structure, num_neighbors=self.opts.num_neighbors,
-                                input_nodes=self.train_idx,
-                                batch_sampler=self._batches(epoch)[start:],
-                                generator=torch.Generator().manual_seed(self.seed + epoch))
-        for batch in loader:
+        for step, positions in enumerate(self._batches(epoch)[start:], start):
+            rng = np.random.default_rng([self.seed, epoch, self.rank, step])
+            batch = sample_neighbourhood(self.dataset.topology, self.train_idx[positions],
+                                         self.opts.num_neighbors, rng)
             batch = with_node_fields(batch, self.dataset)
             seed_mask = torch.zeros(batch.num_nodes, dtype=torch.bool)
             seed_mask[:batch.batch_size] = True

@@ -64,7 +64,6 @@ def test_cluster_loader_visits_every_cluster_once_per_epoch_across_ranks(graph, 
 
 @pytest.mark.parametrize("world", WORLD_SIZES)
 def test_neighbor_seeds_sharded_disjoint_equal_steps(graph, world):
-    pytest.importorskip("torch_sparse")
     opts = LoaderOptions(kind="neighbor", batch_size=64, num_neighbors=[3, 2])
     loaders = [build_loader(graph, opts, rank=r, world_size=world, seed=2) for r in range(world)]
     train = graph.masks["train_mask"].nonzero().view(-1)

@@ -74,7 +74,7 @@ def test_close_stops_the_worker_mid_epoch():
 
 def test_only_loaders_with_their_own_generators_are_prefetched():
     assert GraphLoader.prefetch_safe
-    assert not SaintLoader.prefetch_safe and not NeighborSamplingLoader.prefetch_safe
+    assert not SaintLoader.prefetch_safe and NeighborSamplingLoader.prefetch_safe
 
 
 def test_prefetch_only_where_a_core_is_free(monkeypatch):

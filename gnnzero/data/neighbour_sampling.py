@@ -1,0 +1,96 @@
+"""Uniform neighbour sampling straight from the (memory-mapped) CSR of a ``Topology``.
+
+The batches are those of PyG's ``NeighborLoader`` (``replace=False``, ``disjoint=False``,
+``source_to_target``): the seeds first in ``n_id``, then each hop's new nodes in the order
+they are first sampled; every target of a hop gets ``min(fan_out, in_degree)`` distinct
+in-neighbours chosen uniformly (all of them with fan-out -1); ``edge_index`` holds local
+``(source, target)`` pairs and ``batch_size`` the number of seeds.
+
+Written by hand because PyG's samplers (torch-sparse's ``neighbor_sample``, pyg-lib's)
+take an int64 CSC in private memory: on a prepared directory, whose int32 arrays every rank
+maps and shares, that is a private copy of twice the edge list per rank.  Here each batch
+reads only the rows of its frontier from the mapped arrays, and draws from a numpy
+generator of its own (so batches can be built ahead in a background thread).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from .csr import Topology
+
+
+def sample_in_neighbours(topology: Topology, targets: np.ndarray, fan_out: int,
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(sources, target position)`` of ``min(fan_out, in_degree)`` distinct in-edges of each
+    target, drawn uniformly without replacement (every in-edge with ``fan_out < 0``)."""
+    sources, target_pos = topology.sources_of(targets)
+    if fan_out < 0 or sources.size == 0:
+        return sources, target_pos
+    degree = np.bincount(target_pos, minlength=len(targets))
+    over = np.flatnonzero(degree[target_pos] > fan_out)     # edges of targets to subsample
+    if over.size == 0:
+        return sources, target_pos
+    # A random key per candidate edge of those targets; the fan_out smallest keys of each
+    # target win, i.e. a uniform subset of size fan_out.  sources_of groups edges by target,
+    # so sorting ``target + key`` sorts by target, then by key.
+    order = over[np.argsort(target_pos[over] + rng.random(over.size), kind="stable")]
+    grouped = target_pos[order]
+    first = np.searchsorted(grouped, grouped, side="left")
+    keep = np.ones(sources.size, dtype=bool)
+    keep[order[np.arange(grouped.size) - first >= fan_out]] = False   # CSR order stays
+    return sources[keep], target_pos[keep]
+
+
+def sample_neighbourhood(topology: Topology, seeds: np.ndarray, fan_outs: Sequence[int],
+                         rng: np.random.Generator) -> Data:
+    """The sampled ``len(fan_outs)``-hop neighbourhood of ``seeds`` as a structure-only
+    ``Data`` (``edge_index``, ``n_id``, ``num_nodes``, ``batch_size``): each hop samples the
+    in-neighbours of the nodes the previous hop added."""
+    nodes = np.asarray(seeds, dtype=np.int64)
+    known = _Known(nodes)
+    frontier = np.arange(nodes.size, dtype=np.int64)            # local ids of this hop's targets
+    edge_src, edge_dst = [], []
+    for fan_out in fan_outs:
+        sources, target_pos = sample_in_neighbours(topology, nodes[frontier], fan_out, rng)
+        hit, local = known.lookup(sources)
+        fresh = sources[~hit]
+        unique, first = np.unique(fresh, return_index=True)
+        by_appearance = np.argsort(first, kind="stable")
+        unique_local = np.empty(unique.size, dtype=np.int64)
+        unique_local[by_appearance] = nodes.size + np.arange(unique.size)
+        local[~hit] = unique_local[np.searchsorted(unique, fresh)]
+        edge_src.append(local)
+        edge_dst.append(frontier[target_pos])
+        frontier = nodes.size + np.arange(unique.size, dtype=np.int64)
+        nodes = np.concatenate([nodes, unique[by_appearance]])
+        known.add(unique, unique_local)
+    edge_index = np.stack([np.concatenate(edge_src), np.concatenate(edge_dst)]) if edge_src \
+        else np.empty((2, 0), dtype=np.int64)
+    batch = Data(edge_index=torch.from_numpy(edge_index), n_id=torch.from_numpy(nodes),
+                 num_nodes=int(nodes.size))
+    batch.batch_size = len(seeds)
+    return batch
+
+
+class _Known:
+    """Global node id -> local id of the nodes in the batch so far (sorted arrays)."""
+
+    def __init__(self, nodes: np.ndarray) -> None:
+        order = np.argsort(nodes, kind="stable")
+        self.ids, self.local = nodes[order], order.astype(np.int64)
+
+    def lookup(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which of ``query`` are known, and their local ids (garbage where unknown)."""
+        if self.ids.size == 0:
+            return np.zeros(query.size, dtype=bool), np.zeros(query.size, dtype=np.int64)
+        pos = np.searchsorted(self.ids, query).clip(max=self.ids.size - 1)
+        return self.ids[pos] == query, self.local[pos].copy()
+
+    def add(self, ids: np.ndarray, local: np.ndarray) -> None:
+        merged, merged_local = np.concatenate([self.ids, ids]), np.concatenate([self.local, local])
+        order = np.argsort(merged, kind="stable")
+        self.ids, self.local = merged[order], merged_local[order]
