@@ -13,7 +13,6 @@ alternated rounds.  Private memory: the bytes of the int64 tensors PyG's path ke
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import tempfile
@@ -45,8 +44,6 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as work:
         graph = load_dataset("synthetic", num_nodes=args.nodes, seed=0)
         assert prepare(f"{work}/g", lambda: source_from_dataset(graph))
-        del graph
-        gc.collect()
         mapped = open_prepared(f"{work}/g")
         topology = mapped.topology
         rng = np.random.default_rng(0)
@@ -98,11 +95,12 @@ def main(argv=None) -> None:
             f"{fan_outs}, {statistics.mean(sizes):,.0f} nodes a batch on average; median of "
             f"{args.rounds} alternated rounds; torch threads {torch.get_num_threads()}. "
             f"Private: bytes of the int64 tensors PyG's path holds per rank (edge_index and "
-            f"its sampler's CSC); the CSR sampler holds nothing beyond each batch. {environment['device']}; commit "
-            f"{environment['git_commit']}.\n\nCommand: `.venv/bin/python "
-            f"benchmarks/neighbour_sampling.py {' '.join(argv or sys.argv[1:])}`\n\n"
+            f"its sampler's CSC); the CSR sampler holds nothing beyond each batch. "
+            f"{environment['device']}; commit {environment['git_commit']}.\n\n"
+            f"Command: `.venv/bin/python benchmarks/neighbour_sampling.py {' '.join(argv or sys.argv[1:])}`\n\n"
             f"{markdown_table(rows, ['sampler', 'ms_per_batch', 'private'])}\n")
     write_result(Path(args.out), {"rows": rows, "environment": environment}, text)
+
 
 if __name__ == "__main__":
     main()
