@@ -89,6 +89,7 @@ def main(argv=None) -> None:
     from gnnzero.observe.report import markdown_table, run_environment
 
     environment = run_environment(torch.device("cpu"))
+    flags = " ".join(argv or sys.argv[1:])
     text = (f"# Neighbour sampling: mapped CSR vs PyG NeighborLoader\n\n"
             f"{args.nodes:,} nodes, {edges:,} directed edges (synthetic, prepared, int32 "
             f"indices); {args.batches} batches of {args.batch_size} seeds, fan-outs "
@@ -97,7 +98,7 @@ def main(argv=None) -> None:
             f"Private: bytes of the int64 tensors PyG's path holds per rank (edge_index and "
             f"its sampler's CSC); the CSR sampler holds nothing beyond each batch. "
             f"{environment['device']}; commit {environment['git_commit']}.\n\n"
-            f"Command: `.venv/bin/python benchmarks/neighbour_sampling.py {' '.join(argv or sys.argv[1:])}`\n\n"
+            f"Command: `.venv/bin/python benchmarks/neighbour_sampling.py {flags}`\n\n"
             f"{markdown_table(rows, ['sampler', 'ms_per_batch', 'private'])}\n")
     write_result(Path(args.out), {"rows": rows, "environment": environment}, text)
 
