@@ -165,6 +165,9 @@ class SaintLoader(GraphLoader):
             yield batch
 
 
+NEIGHBOUR_STREAM = 0x4E42   # the tag of the neighbour sampler's generators
+
+
 class NeighborSamplingLoader(GraphLoader):
     """Neighbour sampling over this rank's shard of the training seeds: PyG
     ``NeighborLoader``'s batches, sampled straight from the (mapped) CSR
@@ -180,13 +183,17 @@ class NeighborSamplingLoader(GraphLoader):
         return shard_batches(self.train_idx.size, self.world_size, self.rank,
                              self.opts.batch_size, epoch, self.seed)
 
+    def generator(self, epoch: int, step: int) -> np.random.Generator:
+        """The neighbour draws of one step: a stream of its own (tagged, so it is not the
+        shared shuffle stream ``epoch_rng(seed, epoch)``)."""
+        return np.random.default_rng([NEIGHBOUR_STREAM, self.seed, epoch, self.rank, step])
+
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
         from .neighbour_sampling import sample_neighbourhood
 
         for step, positions in enumerate(self._batches(epoch)[start:], start):
-            rng = np.random.default_rng([self.seed, epoch, self.rank, step])
             batch = sample_neighbourhood(self.dataset.topology, self.train_idx[positions],
-                                         self.opts.num_neighbors, rng)
+                                         self.opts.num_neighbors, self.generator(epoch, step))
             batch = with_node_fields(batch, self.dataset)
             seed_mask = torch.zeros(batch.num_nodes, dtype=torch.bool)
             seed_mask[:batch.batch_size] = True

@@ -20,29 +20,62 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from .csr import Topology
+from .csr import Topology, range_positions
+
+
+# Targets with up to KEYED_DEGREE x fan_out in-edges: a random key per in-edge, the fan_out
+# smallest win.  Above: fan_out random offsets into the target's row, collisions redrawn, so
+# a hub's row is never read whole (cost ~ fan_out, not its in-degree).
+KEYED_DEGREE = 4
 
 
 def sample_in_neighbours(topology: Topology, targets: np.ndarray, fan_out: int,
                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(sources, target position)`` of ``min(fan_out, in_degree)`` distinct in-edges of each
-    target, drawn uniformly without replacement (every in-edge with ``fan_out < 0``)."""
-    sources, target_pos = topology.sources_of(targets)
-    if fan_out < 0 or sources.size == 0:
-        return sources, target_pos
-    degree = np.bincount(target_pos, minlength=len(targets))
-    over = np.flatnonzero(degree[target_pos] > fan_out)     # edges of targets to subsample
-    if over.size == 0:
-        return sources, target_pos
-    # A random key per candidate edge of those targets; the fan_out smallest keys of each
-    # target win, i.e. a uniform subset of size fan_out.  sources_of groups edges by target,
-    # so sorting ``target + key`` sorts by target, then by key.
-    order = over[np.argsort(target_pos[over] + rng.random(over.size), kind="stable")]
-    grouped = target_pos[order]
-    first = np.searchsorted(grouped, grouped, side="left")
-    keep = np.ones(sources.size, dtype=bool)
-    keep[order[np.arange(grouped.size) - first >= fan_out]] = False   # CSR order stays
-    return sources[keep], target_pos[keep]
+    target, drawn uniformly without replacement (every in-edge with ``fan_out < 0``); grouped
+    by target, in CSR order within a target."""
+    targets = np.asarray(targets, dtype=np.int64)
+    if fan_out < 0:
+        return topology.sources_of(targets)
+    starts = np.asarray(topology.indptr[targets], dtype=np.int64)
+    degree = np.asarray(topology.indptr[targets + 1], dtype=np.int64) - starts
+    keyed = np.flatnonzero(degree <= KEYED_DEGREE * fan_out)
+    position, target_pos = range_positions(starts[keyed], degree[keyed]), \
+        np.repeat(keyed, degree[keyed])
+    over = np.flatnonzero(degree[target_pos] > fan_out)       # edges of keyed targets to thin
+    if over.size:
+        order = over[np.argsort(target_pos[over] + rng.random(over.size), kind="stable")]
+        grouped = target_pos[order]
+        rank = np.arange(grouped.size) - np.searchsorted(grouped, grouped, side="left")
+        keep = np.ones(position.size, dtype=bool)
+        keep[order[rank >= fan_out]] = False
+        position, target_pos = position[keep], target_pos[keep]
+    hubs = np.flatnonzero(degree > KEYED_DEGREE * fan_out)
+    if hubs.size:
+        offsets = distinct_offsets(degree[hubs], fan_out, rng)
+        position = np.concatenate([position, (starts[hubs, None] + offsets).ravel()])
+        target_pos = np.concatenate([target_pos, np.repeat(hubs, fan_out)])
+        order = np.lexsort((position, target_pos))
+        position, target_pos = position[order], target_pos[order]
+    return np.asarray(topology.indices[position], dtype=np.int64), target_pos
+
+
+def distinct_offsets(degree: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``[len(degree), count]`` offsets, row ``i`` a uniform ``count``-subset of
+    ``range(degree[i])`` (``degree > count``): drawn with replacement, repeats redrawn until
+    none is left (the result does not depend on the values' labels, so every subset is
+    equally likely)."""
+    offsets = (rng.random((degree.size, count)) * degree[:, None]).astype(np.int64)
+    while count > 1:
+        order = np.argsort(offsets, axis=1, kind="stable")
+        ordered = np.take_along_axis(offsets, order, axis=1)
+        repeat = np.zeros(offsets.shape, dtype=bool)
+        np.put_along_axis(repeat, order[:, 1:], ordered[:, 1:] == ordered[:, :-1], axis=1)
+        if not repeat.any():
+            break
+        rows = np.nonzero(repeat)[0]
+        offsets[repeat] = (rng.random(rows.size) * degree[rows]).astype(np.int64)
+    return offsets
 
 
 def sample_neighbourhood(topology: Topology, seeds: np.ndarray, fan_outs: Sequence[int],

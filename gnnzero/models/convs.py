@@ -42,7 +42,7 @@ class _GatherWithFp32Backward(torch.autograd.Function):
         return src.index_select(dim, index)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         (index,) = ctx.saved_tensors
         total = grad.new_zeros(ctx.shape, dtype=torch.float32)
         total.index_add_(ctx.dim, index, grad.float())
@@ -62,7 +62,10 @@ class Fp32AggregationMixin:
     def _index_select(self, src: Tensor, index: Tensor) -> Tensor:
         """PyG's gather of node rows onto edges (``_lift`` and the jinja ``collect``)."""
         if src.dtype in LOW_PRECISION and src.requires_grad and torch.is_grad_enabled():
-            return _GatherWithFp32Backward.apply(src, index, self.node_dim)
+            try:
+                return _GatherWithFp32Backward.apply(src, index, self.node_dim)
+            except (IndexError, RuntimeError):
+                pass        # PyG's own gather names a bad edge_index; let it raise
         return super()._index_select(src, index)
 
 
@@ -78,7 +81,7 @@ _HOOKED = ("propagate", "message", "aggregate", "message_and_aggregate")
 def _propagate_is_observed(conv: MessagePassing) -> bool:
     """Whether an explainer's edge mask or a propagate/message/aggregate hook needs PyG's
     per-edge ``propagate``."""
-    return bool(conv.explain) or any(getattr(conv, f"_{name}_forward{pre}_hooks", None)
+    return bool(conv.explain) or any(getattr(conv, f"_{name}_forward{pre}_hooks")
                                      for name in _HOOKED for pre in ("", "_pre"))
 
 
@@ -104,8 +107,9 @@ def weighted_neighbour_sum(edge_index: Tensor, edge_weight: Tensor, x: Tensor) -
 
 class GCNConvFp32(Fp32AggregationMixin, GCNConv):
     """``GCNConv`` whose symmetric normalisation and aggregation run in fp32; the weighted
-    neighbour sum is one sparse-dense product (:func:`weighted_neighbour_sum`) unless an
-    explainer or a hook watches the per-edge messages."""
+    neighbour sum is one sparse-dense product (:func:`weighted_neighbour_sum`) for a plain
+    ``[2, E]`` edge_index, 2-D ``x`` and sum aggregation, unless an explainer or a hook
+    watches the per-edge messages."""
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Optional[Tensor] = None) -> Tensor:
         if self.normalize:
@@ -115,7 +119,8 @@ class GCNConvFp32(Fp32AggregationMixin, GCNConv):
                                                self.improved, self.add_self_loops, self.flow,
                                                torch.float32)
         x = self.lin(x)
-        fused = (isinstance(edge_index, Tensor) and not edge_index.is_sparse
+        fused = (isinstance(edge_index, Tensor) and edge_index.layout == torch.strided
+                 and x.dim() == 2 and str(self.aggr) in ("add", "sum")
                  and self.flow == "source_to_target" and not _propagate_is_observed(self)
                  and (edge_weight is None or not edge_weight.requires_grad))
         if fused:

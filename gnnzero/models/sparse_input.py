@@ -73,7 +73,6 @@ class _SparseProduct(torch.autograd.Function):
         rhs_grad = None
         if ctx.needs_input_grad[1]:
             rhs_grad = transposed_product(ctx.x, grad.float()).to(ctx.rhs_dtype)
-        ctx.x = None
         return None, rhs_grad
 
 

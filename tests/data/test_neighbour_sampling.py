@@ -82,20 +82,87 @@ def test_each_target_gets_min_fanout_degree_distinct_true_in_edges(graph):
     assert np.array_equal(got, want)
 
 
-def test_in_neighbours_are_drawn_uniformly_without_replacement():
-    """A node with 10 in-neighbours, fan-out 3, 6,000 draws: each neighbour is picked in
-    3/10 of them (chi-square), never twice in one draw."""
-    sources = torch.arange(1, 11)
-    topology = Topology.from_edge_index(torch.stack([sources, torch.zeros(10, dtype=torch.long)]),
-                                        11)
-    rng = np.random.default_rng(0)
-    counts = np.zeros(11)
-    for _ in range(6000):
-        picked, _ = sample_in_neighbours(topology, np.array([0]), 3, rng)
-        assert picked.size == 3 and np.unique(picked).size == 3
-        counts[picked] += 1
-    assert stats.chisquare(counts[1:]).pvalue > 1e-3
-    assert abs(counts[1:].mean() - 1800) < 1e-9
+def _shared_sources(num_targets: int, degree: int) -> Topology:
+    """Targets ``degree .. degree + num_targets - 1``, each with the in-neighbours
+    ``0 .. degree - 1``."""
+    sources = torch.arange(degree).repeat(num_targets)
+    targets = torch.arange(degree, degree + num_targets).repeat_interleave(degree)
+    return Topology.from_edge_index(torch.stack([sources, targets]), degree + num_targets)
+
+
+@pytest.mark.parametrize("degree", [10, 100], ids=["random_keys", "random_offsets"])
+def test_in_neighbours_are_drawn_uniformly_without_replacement(degree):
+    """Fan-out 3 from 3,000 targets sharing ``degree`` in-neighbours (both ways of drawing:
+    keys up to 4x the fan-out, offsets above): each target gets 3 distinct ones, and every
+    neighbour is drawn equally often (chi-square)."""
+    topology = _shared_sources(3000, degree)
+    picked, target_pos = sample_in_neighbours(topology, np.arange(degree, degree + 3000), 3,
+                                              np.random.default_rng(0))
+    assert np.array_equal(np.bincount(target_pos), np.full(3000, 3))
+    assert all(np.unique(row).size == 3 for row in picked.reshape(3000, 3))
+    assert stats.chisquare(np.bincount(picked, minlength=degree)).pvalue > 1e-3
+
+
+def test_a_hub_row_is_read_in_fan_out_entries_not_whole():
+    """A target with 200,000 in-edges, fan-out 10: 10 entries of ``indices`` are read."""
+    class CountingIndices(np.ndarray):
+        read = 0
+
+        def __getitem__(self, item):
+            out = super().__getitem__(item)
+            CountingIndices.read += np.size(out)
+            return out
+
+    topology = _shared_sources(1, 200_000)
+    topology.indices = np.asarray(topology.indices).view(CountingIndices)
+    picked, _ = sample_in_neighbours(topology, np.array([200_000]), 10, np.random.default_rng(0))
+    assert picked.size == np.unique(picked).size == 10
+    assert CountingIndices.read == 10
+
+
+def test_directed_multigraph_with_loops_and_isolated_seeds_equals_pyg():
+    """Direction, repeated edges, self-loops, a seed without in-edges: fan-out -1 gives PyG's
+    nodes and edges (as a multiset); fan-out 0 gives the seeds alone."""
+    pytest.importorskip("torch_sparse")
+    from torch_geometric.data import Data
+    from torch_geometric.loader import NeighborLoader
+
+    edge_index = torch.tensor([[1, 1, 2, 3, 3, 4, 0, 5, 6, 2],
+                               [0, 0, 0, 1, 3, 2, 4, 4, 5, 6]])       # 7 -> nothing, 7 isolated
+    topology = Topology.from_edge_index(edge_index, 8)
+    seeds = torch.tensor([0, 7, 5])
+    structure = Data(edge_index=edge_index, num_nodes=8, n_id=torch.arange(8))
+    ref = next(iter(NeighborLoader(structure, num_neighbors=[-1, -1], input_nodes=seeds,
+                                   batch_size=3)))
+    ours = sample_neighbourhood(topology, seeds.numpy(), [-1, -1], np.random.default_rng(0))
+    assert torch.equal(ours.n_id[:3], seeds) and set(ours.n_id.tolist()) == set(ref.n_id.tolist())
+
+    def edges(batch):
+        return sorted((int(batch.n_id[s]), int(batch.n_id[t]))
+                      for s, t in batch.edge_index.t().tolist())
+
+    assert edges(ours) == edges(ref)
+    alone = sample_neighbourhood(topology, seeds.numpy(), [0, 0], np.random.default_rng(0))
+    assert torch.equal(alone.n_id, seeds) and alone.edge_index.size(1) == 0
+
+
+def test_each_step_draws_from_its_own_stream(graph):
+    """The same seed nodes, sampled with the generators of other epochs, ranks or steps,
+    get other neighbours; no generator repeats the shared shuffle stream."""
+    from gnnzero.data.sharding import epoch_rng
+
+    opts = LoaderOptions(kind="neighbor", batch_size=64, num_neighbors=[3, 2])
+    loaders = [build_loader(graph, opts, rank=r, world_size=2, seed=5) for r in range(2)]
+    seeds = np.arange(0, 1200, 17)
+
+    def draw(rng):
+        return sample_neighbourhood(graph.topology, seeds, [3, 2], rng).n_id
+
+    first = draw(loaders[0].generator(0, 0))
+    for other in (loaders[0].generator(1, 0), loaders[1].generator(0, 0),
+                  loaders[0].generator(0, 1)):
+        assert not torch.equal(first, draw(other))
+    assert loaders[0].generator(0, 0).random() != epoch_rng(5, 0).random()
 
 
 def test_loader_batches_are_reproducible_resumable_and_prefetchable(graph):

@@ -325,3 +325,30 @@ def test_gcn_sparse_product_equals_pyg_gcnconv(weighted):
     assert seen and seen[0].size(0) > edge_index.size(1), "a hook sees every message (+ loops)"
     ours.explain = True                       # an explainer masks messages: per edge too
     assert convs_module._propagate_is_observed(ours)
+
+
+@pytest.mark.parametrize("case", ["csr_adjacency", "mean_aggregation", "batched_x", "explained"])
+def test_gcn_keeps_pyg_per_edge_path_where_the_product_does_not_apply(case):
+    """A torch sparse adjacency, ``aggr="mean"``, a leading batch dimension and an explainer's
+    edge mask all go through PyG's propagate, and equal PyG's GCNConv there."""
+    from torch_geometric.explain.algorithm.utils import set_masks
+    from torch_geometric.nn import GCNConv
+    from torch_geometric.utils import to_torch_csr_tensor
+    torch.manual_seed(0)
+    x, (edge_index, _) = torch.randn(30, 12), random_graph()
+    kwargs = {"aggr": "mean"} if case == "mean_aggregation" else {}
+    ours, pyg = GCNConvFp32(12, 8, **kwargs), GCNConv(12, 8, **kwargs)
+    pyg.load_state_dict(ours.state_dict())
+    if case == "csr_adjacency":
+        edge_index = to_torch_csr_tensor(edge_index.flip(0), size=(30, 30))   # adj_t
+    if case == "batched_x":
+        x = torch.randn(3, 30, 12)
+    if case == "explained":   # the explainer's mask covers the edges after self-loops
+        ours.add_self_loops = pyg.add_self_loops = False
+        mask = torch.rand(edge_index.size(1), requires_grad=True)
+        for conv in (ours, pyg):
+            set_masks(conv, mask, edge_index, apply_sigmoid=True)
+    out, ref = ours(x, edge_index), pyg(x, edge_index)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
+    if case == "explained":
+        assert torch.autograd.grad(out.sum(), mask)[0].abs().sum() > 0, "the mask is applied"
