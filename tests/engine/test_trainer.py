@@ -179,9 +179,12 @@ def _two_rank_ds_config(stage: int, tmp_path) -> Path:
     """The shipped zero<stage>.json with a clipping threshold these steps' gradient norms
     (0.37-0.67) cross, so the global norm over both ranks' partitions matters; for ZeRO-3,
     every parameter partitioned (its persistence threshold would keep this small model's
-    parameters whole on every rank)."""
+    parameters whole on every rank); Adam's eps 1e-6 instead of 1e-8, since an update
+    ``lr g / (|g| + eps)`` turns fp32 rounding of a gradient that nearly cancels to ~eps
+    into ``lr * rounding / eps`` (one weight of 8,000 moved 1e-5 apart at eps 1e-8)."""
     config = json.loads((REPO / "ds_configs" / f"zero{stage}.json").read_text())
     config["gradient_clipping"] = 0.45
+    config["optimizer"]["params"]["eps"] = 1e-6
     if stage == 3:
         config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     path = tmp_path / f"zero{stage}_two_ranks.json"
