@@ -67,18 +67,19 @@ def main(argv=None) -> None:
                 pass
             return (time.perf_counter() - start) / args.batches
 
+        sizes: list[int] = []
+
         def ours_round() -> float:
             start = time.perf_counter()
-            for i, s in enumerate(seeds):
-                sample_neighbourhood(topology, s, fan_outs, np.random.default_rng(i))
+            sizes[:] = [sample_neighbourhood(topology, s, fan_outs,
+                                             np.random.default_rng(i)).num_nodes
+                        for i, s in enumerate(seeds)]
             return (time.perf_counter() - start) / args.batches
 
         times = {"pyg": [], "ours": []}
         for r in range(args.rounds):
             for name in (("pyg", "ours") if r % 2 == 0 else ("ours", "pyg")):
                 times[name].append((pyg_round if name == "pyg" else ours_round)())
-        sizes = [sample_neighbourhood(topology, s, fan_outs, np.random.default_rng(i)).num_nodes
-                 for i, s in enumerate(seeds)]
         rows = [{"sampler": "PyG NeighborLoader (int64 edge_index + CSC)",
                  "ms_per_batch": round(1e3 * statistics.median(times["pyg"]), 2),
                  "private_bytes": pyg_private, "private": format_bytes(pyg_private)},

@@ -69,13 +69,17 @@ class Topology:
         dst = np.repeat(np.arange(self.num_nodes, dtype=np.int64), self.in_degree())
         return torch.from_numpy(np.stack([np.asarray(self.indices, dtype=np.int64), dst]))
 
+    def rows_of(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, in-degrees)`` of ``targets``' rows in ``indices``."""
+        targets = np.asarray(targets, dtype=np.int64)
+        starts = np.asarray(self.indptr[targets], dtype=np.int64)
+        return starts, np.asarray(self.indptr[targets + 1], dtype=np.int64) - starts
+
     def sources_of(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(sources, target position)`` of every edge into ``targets`` (any order)."""
-        targets = np.asarray(targets, dtype=np.int64)
-        starts = np.asarray(self.indptr[targets])
-        lengths = np.asarray(self.indptr[targets + 1]) - starts
+        starts, lengths = self.rows_of(targets)
         sources = np.asarray(self.indices[range_positions(starts, lengths)], dtype=np.int64)
-        return sources, np.repeat(np.arange(targets.size, dtype=np.int64), lengths)
+        return sources, np.repeat(np.arange(starts.size, dtype=np.int64), lengths)
 
     def fingerprint(self) -> str:
         """Content hash of the structure (the cache key for partitions), read in chunks."""

@@ -34,11 +34,9 @@ def sample_in_neighbours(topology: Topology, targets: np.ndarray, fan_out: int,
     """``(sources, target position)`` of ``min(fan_out, in_degree)`` distinct in-edges of each
     target, drawn uniformly without replacement (every in-edge with ``fan_out < 0``); grouped
     by target, in CSR order within a target."""
-    targets = np.asarray(targets, dtype=np.int64)
     if fan_out < 0:
         return topology.sources_of(targets)
-    starts = np.asarray(topology.indptr[targets], dtype=np.int64)
-    degree = np.asarray(topology.indptr[targets + 1], dtype=np.int64) - starts
+    starts, degree = topology.rows_of(targets)
     keyed = np.flatnonzero(degree <= KEYED_DEGREE * fan_out)
     position, target_pos = range_positions(starts[keyed], degree[keyed]), \
         np.repeat(keyed, degree[keyed])
