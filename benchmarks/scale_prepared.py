@@ -1,5 +1,7 @@
-"""Scale check on a prepared directory: prepare once, then one Cluster-GCN epoch plus the exact
-(layer-wise) final evaluation on 1 and on N ranks, with every rank mapping the same files.
+"""Scale check on a prepared directory: prepare once, then one training epoch (Cluster-GCN by
+default, or ``--loader neighbor`` / ``saint-rw``, which need no METIS: ``--num-parts 0``) plus
+the exact (layer-wise) final evaluation on 1 and on N ranks, with every rank mapping the same
+files.
 
 A monitor samples every rank process (children of the DeepSpeed launcher) every 0.2 s:
 private anonymous memory (``RssAnon`` from ``/proc/PID/status``), unique memory (USS =
@@ -10,6 +12,8 @@ reported as a total: mapped pages count in every process's RSS.
 
     .venv/bin/python benchmarks/scale_prepared.py --name products      # ogbn-products shape
     .venv/bin/python benchmarks/scale_prepared.py --num-nodes 100000 --name quick
+    .venv/bin/python benchmarks/scale_prepared.py --name doubling --num-nodes 5000000 \
+        --avg-degree 20 --loader neighbor --num-parts 0 --ranks 1       # the doubling series
 
 Appends one JSON line per run to ``benchmarks/results/scale_<name>.jsonl`` and rewrites
 ``scale_<name>.md``.  Run it alone: it is the machine's memory it measures.
@@ -136,8 +140,9 @@ def prepare(args, work: Path, shape: dict) -> dict:
            "--num-nodes", str(shape["num_nodes"]), "--avg-degree", str(shape["avg_degree"]),
            "--num-features", str(shape["num_features"]), "--num-classes",
            str(shape["num_classes"]), "--words-per-node", str(args.words_per_node),
-           "--num-parts", str(args.num_parts), "--feature-store", args.feature_layout,
-           "--feature-dtype", args.feature_dtype]
+           "--feature-store", args.feature_layout, "--feature-dtype", args.feature_dtype]
+    if args.num_parts:
+        cmd += ["--num-parts", str(args.num_parts)]
     seconds, monitor, code = monitored(cmd, "gnnzero.prepare", work / "prepare.log")
     if code:
         return {"phase": "prepare", "failed": _tail(work / "prepare.log"), "seconds": seconds}
@@ -156,10 +161,10 @@ def train(args, work: Path, prepared: dict, ranks: int) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(ranks),
            "launch/train.py", "--ds_config", "ds_configs/zero2.json", "--dataset",
-           prepared["dir"], "--loader", "cluster", "--num-parts", str(args.num_parts),
-           "--clusters-per-batch", str(args.clusters_per_batch), "--epochs", "1",
+           prepared["dir"], "--loader", args.loader, "--epochs", "1",
            "--eval-every", "2", "--model", args.arch, "--hidden", str(args.hidden),
            "--layers", str(args.layers), "--no-checkpoint", "--output-dir", str(run_dir)]
+    cmd += LOADER_FLAGS[args.loader](args)
     seconds, monitor, code = monitored(cmd, "launch/train.py --local_rank", work / f"train{ranks}.log")
     record = {"phase": "train", "ranks": ranks, "wall_s": round(seconds, 1)}
     if code:
@@ -175,6 +180,14 @@ def train(args, work: Path, prepared: dict, ranks: int) -> dict:
                           for p in per_rank],
         "total_pss_peak": monitor.total_pss_peak, "machine_peak": monitor.machine_peak})
     return record
+
+
+LOADER_FLAGS = {
+    "cluster": lambda a: ["--num-parts", str(a.num_parts), "--clusters-per-batch",
+                          str(a.clusters_per_batch)],
+    "neighbor": lambda a: ["--batch-size", str(a.batch_size), "--num-neighbors", a.num_neighbors],
+    "saint-rw": lambda a: ["--batch-size", str(a.batch_size)],
+}
 
 
 def _row(r: dict) -> str:
@@ -207,7 +220,9 @@ def write_markdown(path: Path, records: list[dict]) -> None:
             continue
         lines += [f"Prepare: {prep['seconds']} s, directory {prep['dir_bytes'] / GIB:.2f} GiB "
                   f"(features {prep['features']}), peak RssAnon "
-                  f"{prep['peak_rss_anon'] / GIB:.2f} GiB, METIS {prep['num_parts']} parts.", "",
+                  f"{prep['peak_rss_anon'] / GIB:.2f} GiB, "
+                  + (f"METIS {prep['num_parts']} parts" if prep['num_parts'] else "no METIS")
+                  + f"; training loader {record['args'].get('loader', 'cluster')}.", "",
                   "| ranks | epoch s | wall s | test acc | RssAnon per rank | USS per rank | "
                   "PSS per rank | total PSS | machine-wide |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -233,6 +248,10 @@ def main(argv=None) -> None:
     parser.add_argument("--feature-dtype", default="float16")
     parser.add_argument("--num-parts", type=int, default=1000)
     parser.add_argument("--clusters-per-batch", type=int, default=8)
+    parser.add_argument("--loader", default="cluster", choices=sorted(LOADER_FLAGS))
+    parser.add_argument("--batch-size", type=int, default=4096,
+                        help="neighbour seeds or random-walk roots per batch")
+    parser.add_argument("--num-neighbors", default="10,5", help="fan-out per layer (neighbor)")
     parser.add_argument("--arch", default="sage")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=3)

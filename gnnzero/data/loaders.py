@@ -9,7 +9,6 @@ masks, plus ``loss_mask`` (nodes whose loss counts), and for GraphSAINT
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from typing import Iterator
 
@@ -18,7 +17,6 @@ import torch
 from torch_geometric.data import Data
 
 from ..errors import GnnZeroError
-from ..utils.atomic import atomic_torch_save
 from .datasets import GraphDataset
 from .options import LOADER_KINDS, LoaderOptions
 from .sharding import shard_batches
@@ -110,62 +108,42 @@ def _require_torch_sparse(what: str) -> None:
                            f"`make install` (builds them from source) or use --loader cluster")
 
 
-class SaintLoader(GraphLoader):
-    """PyG's GraphSAINT node / edge / random-walk samplers with cached normalisation."""
+NEIGHBOUR_STREAM = 0x4E42   # the tag of the neighbour sampler's generators
+SAINT_STREAM = 0x5347      # the tag of the GraphSAINT samplers' generators
 
-    prefetch_safe = False  # PyG's samplers draw from torch's global RNG
+
+class SaintLoader(GraphLoader):
+    """GraphSAINT node / edge / random-walk samples (:mod:`~gnnzero.data.saint`), read from the
+    (mapped) CSR, with the normalisation cached beside the graph's partitions; each step from a
+    generator of its own seeded by (seed, epoch, rank, step), like the neighbour loader."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        _require_torch_sparse(f"--loader {self.opts.kind}")
-        from .saint import SAINT_SAMPLERS
+        from .partition import partitions_folder
+        from .saint import SaintSampler, load_norms
 
-        opts, n = self.opts, self.dataset.num_nodes
-        # Nodes one sample covers: roots x walk, 2 per sampled edge, or the node budget.
-        per_step = opts.batch_size * {"saint-rw": opts.walk_length + 1, "saint-edge": 2,
-                                      "saint-node": 1}[opts.kind]
-        self.steps_per_epoch = opts.saint_steps or max(1, n // (per_step * self.world_size))
-        cls = SAINT_SAMPLERS[opts.kind]
-        extra = {"walk_length": opts.walk_length} if opts.kind == "saint-rw" else {}
-        torch.manual_seed(self.seed)  # identical norms on every rank
-        self.sampler = cls(self.dataset.structure(), batch_size=opts.batch_size,
-                           num_steps=self.steps_per_epoch, sample_coverage=0, log=False, **extra)
-        self._load_or_compute_norm(cls.__name__, extra)
+        opts = self.opts
+        self.sampler = SaintSampler(self.dataset.topology, opts.kind, opts.batch_size,
+                                    opts.walk_length)
+        self.steps_per_epoch = opts.saint_steps or max(
+            1, self.dataset.num_nodes // (self.sampler.nodes_per_sample * self.world_size))
+        self.norms = None
+        if opts.sample_coverage:
+            folder = partitions_folder(self.dataset, opts.cache_dir)
+            self.norms = load_norms(self.sampler, opts.sample_coverage, folder)
 
-    def _load_or_compute_norm(self, name: str, extra: dict) -> None:
-        """Normalisation coefficients, cached per graph fingerprint and sampler settings."""
-        opts, path = self.opts, None
-        if opts.cache_dir:
-            tag = "_".join(f"{k}{v}" for k, v in extra.items())
-            path = os.path.join(opts.cache_dir, self.dataset.fingerprint(),
-                                f"{name.lower()}_b{opts.batch_size}_{tag}_c{opts.sample_coverage}_norm.pt")
-        self.norm_from_cache = bool(path and os.path.exists(path))
-        if self.norm_from_cache:
-            node_norm, edge_norm = torch.load(path)
-        else:
-            self.sampler.sample_coverage = opts.sample_coverage
-            node_norm, edge_norm = self.sampler._compute_norm()
-            if path:
-                atomic_torch_save((node_norm, edge_norm), path)
-        self.sampler.sample_coverage = opts.sample_coverage
-        self.sampler.node_norm, self.sampler.edge_norm = node_norm, edge_norm
+    def generator(self, epoch: int, step: int) -> np.random.Generator:
+        return np.random.default_rng([SAINT_STREAM, self.seed, epoch, self.rank, step])
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Data]:
-        # Disjoint random streams per rank and epoch (the sampler draws from the
-        # global RNG).  On resume (start > 0) the RNG state restored from the
-        # checkpoint continues the stream, so the remaining steps are the same.
-        if start == 0:
-            torch.manual_seed((self.seed * 1_000_003 + epoch * 1009 + self.rank) % (2**63))
         for step in range(start, self.steps_per_epoch):
-            batch = self.sampler._collate([self.sampler[step]])
-            batch = with_node_fields(batch, self.dataset)
+            batch = with_node_fields(self.sampler.batch(self.generator(epoch, step), self.norms),
+                                     self.dataset)
             batch.loss_mask = batch.train_mask
-            batch.loss_weight = batch.node_norm
-            batch.edge_weight = batch.edge_norm
+            if self.norms is not None:
+                batch.loss_weight = batch.node_norm
+                batch.edge_weight = batch.edge_norm
             yield batch
-
-
-NEIGHBOUR_STREAM = 0x4E42   # the tag of the neighbour sampler's generators
 
 
 class NeighborSamplingLoader(GraphLoader):

@@ -14,7 +14,7 @@ generator of its own (so batches can be built ahead in a background thread).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,9 +34,17 @@ def sample_in_neighbours(topology: Topology, targets: np.ndarray, fan_out: int,
     """``(sources, target position)`` of ``min(fan_out, in_degree)`` distinct in-edges of each
     target, drawn uniformly without replacement (every in-edge with ``fan_out < 0``); grouped
     by target, in CSR order within a target."""
-    if fan_out < 0:
-        return topology.sources_of(targets)
+    position, target_pos = sample_in_edges(topology, targets, fan_out, rng)
+    return np.asarray(topology.indices[position], dtype=np.int64), target_pos
+
+
+def sample_in_edges(topology: Topology, targets: np.ndarray, fan_out: int,
+                    rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`sample_in_neighbours`, but the edges' positions in ``topology.indices``
+    (``rng`` is not used with ``fan_out < 0``)."""
     starts, degree = topology.rows_of(targets)
+    if fan_out < 0:
+        return range_positions(starts, degree), np.repeat(np.arange(starts.size), degree)
     keyed = np.flatnonzero(degree <= KEYED_DEGREE * fan_out)
     position, target_pos = range_positions(starts[keyed], degree[keyed]), \
         np.repeat(keyed, degree[keyed])
@@ -55,7 +63,7 @@ def sample_in_neighbours(topology: Topology, targets: np.ndarray, fan_out: int,
         target_pos = np.concatenate([target_pos, np.repeat(hubs, fan_out)])
         order = np.lexsort((position, target_pos))
         position, target_pos = position[order], target_pos[order]
-    return np.asarray(topology.indices[position], dtype=np.int64), target_pos
+    return position, target_pos
 
 
 def distinct_offsets(degree: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -77,16 +85,19 @@ def distinct_offsets(degree: np.ndarray, count: int, rng: np.random.Generator) -
 
 
 def sample_neighbourhood(topology: Topology, seeds: np.ndarray, fan_outs: Sequence[int],
-                         rng: np.random.Generator) -> Data:
+                         rng: Optional[np.random.Generator], edge_ids: bool = False) -> Data:
     """The sampled ``len(fan_outs)``-hop neighbourhood of ``seeds`` as a structure-only
-    ``Data`` (``edge_index``, ``n_id``, ``num_nodes``, ``batch_size``): each hop samples the
+    ``Data`` (``edge_index``, ``n_id``, ``num_nodes``, ``batch_size``, and with ``edge_ids``
+    ``e_id``: each edge's position in ``topology.indices``): each hop samples the
     in-neighbours of the nodes the previous hop added."""
     nodes = np.asarray(seeds, dtype=np.int64)
     known = _Known(nodes)
     frontier = np.arange(nodes.size, dtype=np.int64)            # local ids of this hop's targets
-    edge_src, edge_dst = [], []
+    edge_src, edge_dst, edge_pos = [], [], []
     for fan_out in fan_outs:
-        sources, target_pos = sample_in_neighbours(topology, nodes[frontier], fan_out, rng)
+        position, target_pos = sample_in_edges(topology, nodes[frontier], fan_out, rng)
+        sources = np.asarray(topology.indices[position], dtype=np.int64)
+        edge_pos.append(position)
         hit, local = known.lookup(sources)
         fresh = sources[~hit]
         unique, first = np.unique(fresh, return_index=True)
@@ -104,6 +115,9 @@ def sample_neighbourhood(topology: Topology, seeds: np.ndarray, fan_outs: Sequen
     batch = Data(edge_index=torch.from_numpy(edge_index), n_id=torch.from_numpy(nodes),
                  num_nodes=int(nodes.size))
     batch.batch_size = len(seeds)
+    if edge_ids:
+        batch.e_id = torch.from_numpy(np.concatenate(edge_pos) if edge_pos
+                                      else np.empty(0, dtype=np.int64))
     return batch
 
 

@@ -1,8 +1,8 @@
 """Node-classification evaluation: sampled (with a confidence interval) and exact layer-wise.
 
 * :func:`evaluate_sampled` -- a random subset of one split's nodes, each predicted
-  from its full k-hop neighbourhood (PyG ``NeighborLoader`` with fan-out -1), so
-  every sampled prediction equals the exact one and the only error is which
+  from its full k-hop neighbourhood (PyG ``NeighborLoader``'s batches at fan-out -1, read
+  from the mapped CSR), so every sampled prediction equals the exact one and the only error is which
   nodes were drawn; reported with a Wilson interval.  Cheap enough for every epoch.
 * :func:`evaluate_layerwise` -- every node, exactly, by :mod:`.layerwise` inference:
   one layer at a time, each rank writing its rows into a shared memory-mapped
@@ -40,8 +40,8 @@ from ..models import forward_batch
 from ..utils.dist import all_reduce_tensor, gather_objects, rank_world
 from ..utils.stats import macro_ovr_auc
 from .batches import labelled_store, prepare_batch
-from .layerwise import (LAYERWISE_BATCH, InferenceOutput, _module,  # noqa: F401 (re-exported)
-                        global_gcn_normalisation, layerwise_inference,
+from .layerwise import (LAYERWISE_BATCH, InferenceGraph, InferenceOutput,  # noqa: F401
+                        _module, global_gcn_normalisation, layerwise_inference,
                         layerwise_unsupported_reason, post_conv)
 
 # Up to this many nodes, per-epoch validation is one whole-graph forward; above it, it is
@@ -98,34 +98,15 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
 
 # ---------------------------------------------------------- sampled-evaluation graph
 
-def _inference_structure(dataset: GraphDataset, gnn, gcn: bool):
-    """Structure for neighbour sampling, with the edge weights the model would derive itself.
-
-    GCN: whole-graph normalised weights (see :func:`_global_gcn_normalisation`).
-    Models that rebuild the graph (PinSAGE's ``importance_graph``, random-walk
-    neighbourhoods): that graph, built once from the whole structure.
-    """
-    data = dataset.structure()
-    if hasattr(gnn, "importance_graph"):
-        data.edge_index, data.edge_weight = gnn.importance_graph(data.edge_index, data.num_nodes)
-    if gcn:
-        from torch_geometric.nn.conv.gcn_conv import gcn_norm
-
-        edge_index, weight = gcn_norm(data.edge_index, getattr(data, "edge_weight", None),
-                                      dataset.num_nodes, add_self_loops=True,
-                                      dtype=torch.float32)
-        data.edge_index, data.edge_weight = edge_index, weight
-    return data
-
-
-def _neighbor_loader(structure, num_neighbors: list[int], batches: list[list[int]]):
-    from torch_geometric.loader import NeighborLoader
-
-    from ..data.loaders import _require_torch_sparse
-
-    _require_torch_sparse("evaluation with NeighborLoader")
-    return NeighborLoader(structure, num_neighbors=num_neighbors, batch_sampler=batches,
-                          generator=torch.Generator())   # the training RNG stays untouched
+def neighbourhood_batches(gnn, dataset: GraphDataset, batches: list[tuple[list[int], int]],
+                          device: torch.device, dtype: torch.dtype) -> Iterator[tuple]:
+    """``(batch, keep)`` per ``(seeds, keep)``: the seeds (first) with their full
+    ``num_layers``-hop neighbourhood, so their predictions equal the exact ones."""
+    with global_gcn_normalisation(gnn) as gcn:
+        graph = InferenceGraph.of(dataset, gnn, gcn)
+        for seeds, keep in batches:
+            sub = graph.neighbourhood(np.asarray(seeds, dtype=np.int64), gnn.num_layers)
+            yield prepare_batch(with_node_fields(sub, dataset), device, dtype), keep
 
 
 def _equal_batches(nodes: Tensor, num_batches: int, filler: int) -> list[tuple[list[int], int]]:
@@ -214,14 +195,10 @@ def evaluate_sampled(engine, dataset: GraphDataset, num_nodes: int, device: torc
     was_training = gnn.training
     engine.eval()
     correct = torch.zeros(2, dtype=torch.float64)
-    with global_gcn_normalisation(gnn) as gcn:
-        structure = _inference_structure(dataset, gnn, gcn)
-        loader = _neighbor_loader(structure, [-1] * gnn.num_layers, [b for b, _ in batches])
-        for sub, (_, keep) in zip(loader, batches):
-            sub = prepare_batch(with_node_fields(sub, dataset), device, dtype)
-            pred = forward_batch(engine, sub)[:keep].argmax(dim=-1).cpu()
-            correct[0] += float((pred == sub.y[:keep].cpu()).sum())
-            correct[1] += keep
+    for sub, keep in neighbourhood_batches(gnn, dataset, batches, device, dtype):
+        pred = forward_batch(engine, sub)[:keep].argmax(dim=-1).cpu()
+        correct[0] += float((pred == sub.y[:keep].cpu()).sum())
+        correct[1] += keep
     correct = all_reduce_tensor(correct)
     engine.train(was_training)
     hits, total = int(correct[0]), int(correct[1])

@@ -25,10 +25,12 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 from torch import Tensor
+from torch_geometric.data import Data
 from tqdm import tqdm
 
 from ..data.csr import Topology
 from ..data.datasets import GraphDataset
+from ..data.neighbour_sampling import sample_neighbourhood
 from ..data.prepared import mapped_tensor
 from ..errors import GnnZeroError
 from ..models.sparse_input import is_sparse
@@ -160,6 +162,26 @@ class InferenceGraph:
         n_id = np.concatenate([np.arange(a, b), extra])
         edge_index = torch.from_numpy(np.stack([local, dst]))
         return n_id, edge_index, None if weight is None else torch.from_numpy(weight)
+
+
+    def neighbourhood(self, seeds: np.ndarray, hops: int) -> Data:
+        """The full ``hops``-hop in-neighbourhood of ``seeds`` (seeds first), with the edge
+        weights of this graph: what a sampled prediction needs to equal the exact one."""
+        batch = sample_neighbourhood(self.topology, seeds, [-1] * hops, None, edge_ids=True)
+        src, dst = batch.edge_index.numpy()
+        n_id, positions = batch.n_id.numpy(), batch.e_id.numpy()
+        del batch.e_id
+        if self.weight is not None:
+            batch.edge_weight = torch.from_numpy(np.asarray(self.weight[positions], np.float32))
+        if self.gcn_dinv is not None:     # gcn_norm: one self-loop per node, whole-graph degrees
+            keep = n_id[src] != n_id[dst]
+            src, dst = src[keep], dst[keep]
+            dinv, local = self.gcn_dinv, np.arange(n_id.size)
+            batch.edge_weight = torch.from_numpy(np.concatenate(
+                [dinv[n_id[src]] * dinv[n_id[dst]], dinv[n_id] * dinv[n_id]]))
+            batch.edge_index = torch.from_numpy(np.stack([np.concatenate([src, local]),
+                                                          np.concatenate([dst, local])]))
+        return batch
 
 
 # ----------------------------------------------------------------- shared scratch

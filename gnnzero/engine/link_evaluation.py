@@ -18,15 +18,14 @@ import torch
 from torch import Tensor
 
 from ..data.datasets import GraphDataset
-from ..data.loaders import with_node_fields
 from ..errors import GnnZeroError
 from ..models import forward_batch
 from ..models.link import encoder_of
 from ..utils.dist import all_reduce_tensor, rank_world
 from .batches import prepare_batch
 from .evaluation import (_cluster_batches, _equal_batches, _full_graph_batches,
-                         _inference_structure, _neighbor_loader, eval_partition)
-from .layerwise import LAYERWISE_BATCH, global_gcn_normalisation, layerwise_inference
+                         eval_partition, neighbourhood_batches)
+from .layerwise import LAYERWISE_BATCH, layerwise_inference
 
 SCORE_CHUNK = 1 << 16   # pairs per decoder call
 
@@ -83,14 +82,8 @@ def _from_neighbourhoods(engine, dataset: GraphDataset, rows: EndpointRows, devi
     batches = _equal_batches(mine, math.ceil(math.ceil(nodes.numel() / world) / batch_size),
                              filler=int(nodes[0]))
     encoder = encoder_of(engine)
-    with global_gcn_normalisation(encoder) as gcn:
-        structure = _inference_structure(dataset, encoder, gcn)
-        loader = _neighbor_loader(structure, [-1] * encoder.num_layers,
-                                  [b for b, _ in batches])
-        for sub, (_, keep) in zip(loader, batches):
-            sub = prepare_batch(with_node_fields(sub, dataset), device, dtype)
-            z = forward_batch(engine, sub)[:keep]
-            rows.put(sub.n_id[:keep].cpu(), z)
+    for sub, keep in neighbourhood_batches(encoder, dataset, batches, device, dtype):
+        rows.put(sub.n_id[:keep].cpu(), forward_batch(engine, sub)[:keep])
 
 
 @torch.no_grad()

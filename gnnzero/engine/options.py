@@ -26,9 +26,10 @@ class TrainConfig:
                                     "records in OUTPUT_DIR/monitor (0 = off)", low=0)
     prefetch_batches: int = setting(2, "batches prepared ahead (sampled, gathered, cast, copied "
                                        "to the device) in a background thread while the step "
-                                       "computes; 0 = inline.  Inline also for saint-* (PyG's "
-                                       "samplers draw from torch's global RNG) and on a CPU "
-                                       "whose cores the ranks' compute threads fill",
+                                       "computes; 0 = inline.  Inline also for heterogeneous "
+                                       "and --task link batches (PyG's samplers draw from "
+                                       "torch's global RNG) and on a CPU whose cores the "
+                                       "ranks' compute threads fill",
                                     low=0)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,6 @@
 """Host bytes held by the dataset (structure, labels, feature store) and by the loader.
 
-Loaders keep their own copies (a full-graph ``Data``, METIS-permuted ``ClusterData``,
-GraphSAINT's adjacency and norms, ``NeighborLoader``'s CSC), so their bytes are
+Loaders keep their own arrays (a full-graph ``Data``, GraphSAINT's norms), so their bytes are
 found by walking the loader object for tensors, numpy arrays and scipy matrices;
 storages already owned by the dataset are not counted twice.  No library
 reports the bytes an arbitrary Python object graph holds, hence the walk.

@@ -63,7 +63,6 @@ def test_node_loss_closed_forms():
 
 
 def test_saint_loss_is_node_norm_weighted_sum_over_train_nodes(graph, tmp_path):
-    pytest.importorskip("torch_sparse")
     opts = LoaderOptions(kind="saint-rw", batch_size=100, walk_length=2, sample_coverage=5,
                          cache_dir=str(tmp_path))
     batch = next(iter(build_loader(graph, opts).epoch(0)))

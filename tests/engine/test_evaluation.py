@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from gnnzero.engine.evaluation import (confusion_matrix, evaluate_layerwise, layerwise_inference,
-                                       metrics_from_confusion, evaluate_sampled, wilson_interval)
+                                       metrics_from_confusion, evaluate_sampled,
+                                       neighbourhood_batches, wilson_interval)
 from gnnzero.errors import GnnZeroError
-from gnnzero.models import build_model
+from gnnzero.models import build_model, forward_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*pyg-lib:UserWarning")
 
@@ -71,6 +72,39 @@ def test_layerwise_inference_equals_full_graph_forward(small_synthetic, arch, kw
     assert out.node_ids.tolist() == list(range(ds.num_nodes))
     torch.testing.assert_close(out.logits, reference, atol=1e-5, rtol=1e-5)
     assert out.hidden.size(0) == ds.num_nodes
+
+
+NEIGHBOURHOOD_CASES = [("gcn", {}), ("sage", {}), ("gat", {"heads": 2}), ("pinsage", {}),
+                       ("gin", {"num_layers": 3})]
+
+
+@pytest.mark.parametrize("arch,kwargs", NEIGHBOURHOOD_CASES,
+                         ids=[f"{a}-{'-'.join(k)}" for a, k in NEIGHBOURHOOD_CASES])
+def test_sampled_neighbourhoods_give_the_full_graph_logits(small_synthetic, arch, kwargs,
+                                                          monkeypatch):
+    """Each seed's logits from its full k-hop neighbourhood, read from the CSR (GCN: whole-graph
+    degrees; PinSAGE: its importance graph) == the plain whole-graph forward's."""
+    ds = small_synthetic
+    kwargs = dict(kwargs)
+    layers = kwargs.pop("num_layers", 2)
+    torch.manual_seed(0)
+    model = build_model(arch, ds.num_features, 16, ds.num_classes, layers, **kwargs).eval()
+    with torch.no_grad():
+        reference = model(ds.features.rows(torch.arange(ds.num_nodes)), ds.edge_index)
+    seeds = torch.randperm(ds.num_nodes, generator=torch.Generator().manual_seed(1))[:300]
+    batches = [(seeds[:170].tolist(), 170), (seeds[170:].tolist(), 130)]
+    if arch != "pinsage":      # PinSAGE's importance graph is built from the whole edge list
+
+        def no_edge_list(self):
+            raise AssertionError("sampled evaluation built the whole edge list")
+        monkeypatch.setattr(type(ds), "edge_index", property(no_edge_list))
+    with torch.no_grad():
+        for batch, keep in neighbourhood_batches(model, ds, batches, torch.device("cpu"),
+                                                 torch.float32):
+            assert batch.num_nodes < ds.num_nodes               # a neighbourhood, not the graph
+            logits = forward_batch(model, batch)[:keep]
+            torch.testing.assert_close(logits, reference[batch.n_id[:keep]], atol=1e-5,
+                                       rtol=1e-5)
 
 
 def test_layerwise_refuses_graph_level_norm(small_synthetic):

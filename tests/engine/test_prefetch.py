@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from gnnzero.data.loaders import GraphLoader, NeighborSamplingLoader, SaintLoader
+from gnnzero.data import LoaderOptions, build_loader
 from gnnzero.engine.batches import prepare_batch
 from gnnzero.engine.prefetch import Prefetcher, batch_stream
 
@@ -72,9 +72,24 @@ def test_close_stops_the_worker_mid_epoch():
     assert not stream._thread.is_alive()
 
 
-def test_only_loaders_with_their_own_generators_are_prefetched():
-    assert GraphLoader.prefetch_safe
-    assert not SaintLoader.prefetch_safe and NeighborSamplingLoader.prefetch_safe
+SAMPLING = {"saint-rw": {"walk_length": 2}, "saint-edge": {}, "neighbor": {"num_neighbors": [3, 2]}}
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLING))
+def test_sampling_loaders_give_their_inline_batches_when_prefetched(graph, kind):
+    """Each step draws from a generator of its own: built in a background thread while the main
+    thread draws from torch's RNG (as dropout does), the batches are the inline ones."""
+    loader = build_loader(graph, LoaderOptions(kind=kind, batch_size=64, **SAMPLING[kind]),
+                          seed=4)
+    assert loader.prefetch_safe
+    inline = [b.n_id for b in loader.epoch(0)]
+    stream, got = Prefetcher(loader.epoch(0), lambda b: b, depth=2), []
+    for batch in stream:
+        torch.rand(1000)
+        got.append(batch.n_id)
+    stream.close()
+    assert len(got) == len(inline) >= 2
+    assert all(torch.equal(a, b) for a, b in zip(got, inline))
 
 
 def test_prefetch_only_where_a_core_is_free(monkeypatch):

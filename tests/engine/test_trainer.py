@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from tests.helpers import REPO, plain_data_parallel, read_metrics, run_deepspeed, run_train
 
 
-# 1,200 nodes, GraphSAINT node sampler, 3 optimizer steps an epoch.  The sampler and dropout
-# both draw from the global RNG, so the resumed loss curve matches only if every rank's RNG
-# state is restored exactly.
+# 1,200 nodes, GraphSAINT node sampler, 3 optimizer steps an epoch.  Dropout draws from the
+# global RNG, so the resumed loss curve matches only if every rank's RNG state is restored
+# exactly; the sampler draws each step from its own generator, so the resumed steps' batches are
+# the uninterrupted run's.
 SMALL = ["--ds_config", "ds_configs/zero2.json", "--num-nodes", "1200", "--hidden", "16",
          "--loader", "saint-node", "--batch-size", "300", "--saint-steps", "3",
          "--dropout", "0.5", "--epochs", "2", "--eval-every", "100"]
