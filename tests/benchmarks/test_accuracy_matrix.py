@@ -42,3 +42,20 @@ def test_the_table_marks_cells_against_their_goals():
     assert "reference" in lines[("dense", "full", "0", "fp32")]
     assert "-1.40 ± 0.10 MISS" in lines[("dense", "full", "0", "bf16")]   # > 1 point
     assert "-1.90 ± 0.00 ok" in lines[("dense", "cluster", "0", "fp32")]  # < 2 points
+
+
+def test_receptive_field_variants_run_their_loader_and_are_set_beside_full_batch():
+    matrix = script_module("benchmarks/accuracy.py")
+    assert matrix.LOADER_FLAGS["cluster-16"] == ["--loader", "cluster", "--clusters-per-batch",
+                                                 "16"]
+    assert matrix.LOADER_FLAGS["saint-rw-4"] == ["--loader", "saint-rw", "--walk-length", "4"]
+    assert matrix.LOADER_FLAGS["cluster"][:2] == ["--loader", "cluster"]
+    env = {"device": "CPU", "torch": "t", "deepspeed": "d", "git_commit": "abc"}
+    rows = [{"stage": 0, "precision": "fp32", "loader": loader, "model": "dense", "seed": seed,
+             "test_accuracy": acc, "environment": env}
+            for seed in (0, 1) for loader, acc in (("full", 0.90 + seed / 100),
+                                                  ("cluster-16", 0.89 + seed / 100))]
+    text = matrix.markdown(rows, argparse.Namespace(epochs=100, slice_flags=[]))
+    (line,) = [x for x in text.splitlines() if x.startswith("| dense | cluster-16")]
+    assert line.rstrip().endswith("-1.00 ± 0.00 ok |")
+    assert "not matrix cells" in text
