@@ -148,8 +148,10 @@ class SaintNorms:
     edge: np.ndarray
 
 
-def estimate_norms(sampler: SaintSampler, coverage: int, rng: np.random.Generator) -> SaintNorms:
-    """The normalisation from samples drawn until ``coverage x N`` nodes have been sampled."""
+def estimate_norms(sampler: SaintSampler, coverage: int, rng: np.random.Generator,
+                   edge_out: Optional[np.ndarray] = None) -> SaintNorms:
+    """The normalisation from samples drawn until ``coverage x N`` nodes have been sampled;
+    the edge norms are written into ``edge_out`` when given (e.g. a mapped file)."""
     topology = sampler.topology
     node_count = np.zeros(topology.num_nodes, dtype=np.int64)
     edge_count = np.zeros(topology.num_edges, dtype=np.int32)
@@ -164,7 +166,7 @@ def estimate_norms(sampler: SaintSampler, coverage: int, rng: np.random.Generato
             covered += nodes.size
             if covered >= coverage * topology.num_nodes:
                 break
-    edge = np.empty(topology.num_edges, dtype=np.float32)
+    edge = np.empty(topology.num_edges, dtype=np.float32) if edge_out is None else edge_out
     chunk = 1 << 20
     for a in range(0, topology.num_nodes, chunk):     # C_v / C_uv, a chunk of targets at a time
         b = min(a + chunk, topology.num_nodes)
@@ -191,9 +193,13 @@ def load_norms(sampler: SaintSampler, coverage: int, folder: Optional[str]) -> S
     def build(tmp: str) -> None:
         print(f"Estimating GraphSAINT normalisation ({sampler.kind}, {coverage} samples a "
               f"node)...", file=sys.stderr, flush=True)
-        norms = estimate_norms(sampler, coverage, rng())
+        # The E-sized edge norms go straight into their file: file pages, not private memory.
+        edge = np.lib.format.open_memmap(os.path.join(tmp, "edge.npy"), mode="w+",
+                                         dtype=np.float32, shape=(sampler.topology.num_edges,))
+        norms = estimate_norms(sampler, coverage, rng(), edge_out=edge)
+        edge.flush()
+        del edge
         np.save(os.path.join(tmp, "node.npy"), norms.node)
-        np.save(os.path.join(tmp, "edge.npy"), norms.edge)
 
     build_once(target, build, "the GraphSAINT normalisation")
     arrays = []
