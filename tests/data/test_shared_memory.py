@@ -1,6 +1,5 @@
-"""Two DeepSpeed ranks training from one prepared directory (Cluster-GCN or GraphSAINT batches) map
-the graph: neither copies the
-feature matrix or the edge list into private memory.
+"""Two DeepSpeed ranks training from one prepared directory (Cluster-GCN or GraphSAINT batches)
+map the graph: neither copies the feature matrix or the edge list into private memory.
 
 Each rank's peak private anonymous memory (``RssAnon``, sampled every 20 ms by the scale
 benchmark's monitor) is compared between two graphs of the same shape -- degree, feature
