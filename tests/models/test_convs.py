@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from unittest.mock import patch
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -21,6 +23,7 @@ from torch_geometric.nn.conv import MessagePassing
 
 from gnnzero.models import build_hetero_model, build_model
 from gnnzero.models import convs as convs_module
+from gnnzero.models import sparse_input
 from gnnzero.models.convs import Fp32AggregationMixin, GCNConvFp32
 from tests.models.common import ARCHS, HEADS, LEAVES, random_graph, star_graph
 
@@ -96,12 +99,27 @@ class Reduction:
 
 class ReductionRecorder(TorchDispatchMode):
     """Records every reduction kernel dispatched while active (below autograd, so whatever
-    Python path led there)."""
+    Python path led there), and the CPU weight-gradient products that run in scipy."""
 
     def __init__(self) -> None:
         super().__init__()
         self.records: list[Reduction] = []
         self.modules: list[str] = [""]
+
+    def __enter__(self):
+        original = sparse_input.scipy_transposed_product
+
+        def recorded(x, grad):
+            dtypes = tuple(torch.from_numpy(np.empty(0, a.dtype)).dtype for a in (x.data, grad))
+            self.records.append(Reduction(self.modules[-1], "scipy.csr_T_matmul", dtypes))
+            return original(x, grad)
+        self._patch = patch.object(sparse_input, "scipy_transposed_product", recorded)
+        self._patch.start()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self._patch.stop()
+        return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -294,6 +312,32 @@ def test_control_recorder_sees_bf16_without_the_fp32_mixin(arch, monkeypatch):
 
 
 # --- GCN's neighbour sum as one sparse product ---------------------------------------------
+
+NORMALISATIONS = {"loops": {}, "improved": {"improved": True},
+                  "no-loops": {"add_self_loops": False}}
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "edge_weight"])
+@pytest.mark.parametrize("kind", list(NORMALISATIONS))
+def test_gcn_normalised_adjacency_equals_pyg_gcn_norm(kind, weighted):
+    """The CPU CSR of ``D^-1/2 (A + I) D^-1/2`` equals PyG's ``gcn_norm`` edge list summed into
+    a dense matrix: existing self-loops (weighted), duplicate edges, a node without in-edges."""
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    from gnnzero.models.convs import gcn_normalised_adjacency
+    gen = torch.Generator().manual_seed(2)
+    edge_index = torch.randint(0, 20, (2, 80), generator=gen)
+    edge_index = torch.cat([edge_index, torch.tensor([[3, 3, 7, 4], [3, 3, 7, 21]])], dim=1)
+    weight = torch.rand(edge_index.size(1), generator=gen) + 0.5 if weighted else None
+    opts = NORMALISATIONS[kind]
+    ours = gcn_normalised_adjacency(edge_index, weight, 23, **opts).toarray()
+    ref_index, ref_weight = gcn_norm(edge_index, weight, 23, flow="source_to_target",
+                                     dtype=torch.float32, **opts)
+    reference = torch.zeros(23, 23).index_put_((ref_index[1], ref_index[0]), ref_weight,
+                                               accumulate=True)
+    np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-6, atol=1e-7)
+    assert int(reference[22].count_nonzero()) == (0 if kind == "no-loops" else 1)  # 22: no in-edge
+
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "edge_weight"])
 def test_gcn_sparse_product_equals_pyg_gcnconv(weighted):

@@ -8,7 +8,7 @@ from torch import nn
 
 from gnnzero.errors import GnnZeroError
 from gnnzero.models import build_model, forward_batch
-from gnnzero.models.sparse_input import (_transposed_csr_cpu, sparse_nbytes, sparse_product,
+from gnnzero.models.sparse_input import (_int64_csr, sparse_nbytes, sparse_product,
                                          transposed_product)
 from torch_geometric.data import Data
 
@@ -105,14 +105,19 @@ def test_product_accumulates_in_fp32():
 
 
 def test_weight_gradient_routes_agree():
-    """The scipy transpose (CPU) and torch's transposed product give x.T @ g."""
+    """The scipy route (CPU, CSR with int32 or int64 indices, or COO) and torch's transposed
+    product give x.T @ g."""
     x, _, _ = _graph(density=0.2)
     g = torch.randn(N, 7)
     reference = x.t() @ g
     csr = x.to_sparse_csr()
-    assert torch.allclose(transposed_product(csr, g), reference, atol=1e-5)
+    narrow = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(),
+                                     csr.values(), csr.shape)
+    for sparse in (csr, narrow, x.to_sparse_coo()):
+        assert torch.allclose(transposed_product(sparse, g), reference, atol=1e-5)
     assert torch.allclose(torch.sparse.mm(csr.t(), g), reference, atol=1e-5)
-    assert torch.equal(_transposed_csr_cpu(csr).to_dense(), x.t())
+    wide = _int64_csr(narrow)
+    assert wide.col_indices().dtype == torch.int64 and torch.equal(wide.to_dense(), x)
 
 
 def test_sparse_nbytes_counts_values_and_indices():
