@@ -38,7 +38,7 @@ from ..data.sharding import shard_batches
 from ..errors import GnnZeroError
 from ..models import forward_batch
 from ..utils.dist import all_reduce_tensor, gather_objects, rank_world
-from ..utils.stats import macro_ovr_auc
+from ..utils.stats import macro_ovr_auc, macro_ovr_auc_of_logits
 from .batches import labelled_store, prepare_batch
 from .layerwise import (LAYERWISE_BATCH, InferenceGraph, InferenceOutput,  # noqa: F401
                         _module, global_gcn_normalisation, layerwise_inference,
@@ -160,12 +160,25 @@ def evaluate_layerwise(model, dataset: GraphDataset, device: torch.device,
     memory: the logits are read from the scratch file a block at a time); same on all ranks."""
     out = layerwise_inference(model, dataset, device, dtype, batch_size, show=show,
                               scratch_dir=scratch_dir)
-    tally = SplitTally(dataset.num_classes, roc_auc)
+    tally = SplitTally(dataset.num_classes)
     for start in range(0, out.node_ids.numel(), rows_per_read):
         ids = out.node_ids[start:start + rows_per_read]
         tally.add(torch.as_tensor(out.logits[start:start + rows_per_read]), dataset.y[ids],
                   {name: mask[ids] for name, mask in dataset.masks.items()})
-    return tally.metrics()
+    metrics = tally.metrics()
+    if roc_auc:   # from the shared logits file, on rank 0: no split x classes array gathered
+        rank, _ = rank_world()
+        scores = None
+        if rank == 0:
+            scores = {}
+            for split in SplitTally.SCORED:
+                rows = dataset.masks[SPLITS[split]].nonzero().view(-1).numpy()
+                if rows.size:
+                    scores[split] = macro_ovr_auc_of_logits(dataset.y[rows].numpy(),
+                                                            out.all_logits, rows)
+        for split, value in gather_objects(scores)[0].items():
+            metrics[split]["roc_auc_macro_ovr"] = value
+    return metrics
 
 
 # ------------------------------------------------------------------ sampled evaluation

@@ -237,11 +237,13 @@ class Scratch:
 @dataclass
 class InferenceOutput:
     """Logits (and optionally the last hidden representation) of the nodes ``node_ids``;
-    the tensors map the scratch files (rows are read when used)."""
+    the tensors map the scratch files (rows are read when used).  ``all_logits`` maps every
+    rank's rows (``N x classes``)."""
 
     node_ids: Tensor
     logits: Tensor
     hidden: Optional[Tensor] = None
+    all_logits: Optional[np.ndarray] = None
 
 
 def _chunks(indptr: np.ndarray, bounds: list[int], rank: int, batch_size: int,
@@ -340,7 +342,7 @@ def layerwise_inference(model, dataset: GraphDataset, device: torch.device,
         gnn.train(was_training)
         scratch.close()
     return InferenceOutput(torch.arange(lo, hi), mapped_tensor(logits[lo:hi]),
-                           None if hidden is None else mapped_tensor(hidden[lo:hi]))
+                           None if hidden is None else mapped_tensor(hidden[lo:hi]), logits)
 
 
 def _head(gnn, dataset: GraphDataset, outputs: list[np.ndarray], chunks, scratch: Scratch,

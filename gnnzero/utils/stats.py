@@ -35,3 +35,27 @@ def macro_ovr_auc(y: np.ndarray, probs: np.ndarray) -> float:
     aucs = [roc_auc(probs[y == c, c], probs[y != c, c]) for c in range(probs.shape[1])
             if 0 < int((y == c).sum()) < len(y)]
     return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def macro_ovr_auc_of_logits(y: np.ndarray, logits: np.ndarray, rows: np.ndarray,
+                            block: int = 1 << 16) -> float:
+    """:func:`macro_ovr_auc` of ``softmax(logits[rows])`` without holding ``len(rows) x C``
+    probabilities: the row-wise log-sum-exp once, then one class's column at a time (memory
+    ``O(len(rows))``; ``logits`` may be a mapped file, read a block of rows at a time)."""
+    y = np.asarray(y)
+    log_total = np.empty(rows.size, dtype=np.float64)
+    for a in range(0, rows.size, block):
+        z = np.asarray(logits[rows[a:a + block]], dtype=np.float64)
+        top = z.max(axis=1, keepdims=True)
+        log_total[a:a + block] = (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+    aucs = []
+    for c in range(logits.shape[1]):
+        positive = y == c
+        if not 0 < int(positive.sum()) < len(y):
+            continue
+        score = np.empty(rows.size, dtype=np.float32)     # the float32 softmax, as torch's
+        for a in range(0, rows.size, block):
+            z = np.asarray(logits[rows[a:a + block], c], dtype=np.float64)
+            score[a:a + block] = np.exp(z - log_total[a:a + block])
+        aucs.append(roc_auc(score[positive], score[~positive]))
+    return float(np.mean(aucs)) if aucs else float("nan")
