@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -65,6 +66,8 @@ class SaintSampler:
         if self.kind not in SAINT_KINDS:
             raise ValueError(f"unknown GraphSAINT sampler {self.kind!r}")
         self._out_degree: Optional[np.ndarray] = None
+        self._member = np.zeros(self.topology.num_nodes, dtype=bool)   # N bytes, reused
+        self._lock = threading.Lock()
 
     @property
     def nodes_per_sample(self) -> int:
@@ -122,10 +125,13 @@ class SaintSampler:
         starts, degree = self.topology.rows_of(nodes)
         positions = range_positions(starts, degree)
         sources = np.asarray(self.topology.indices[positions], dtype=np.int64)
-        local = np.searchsorted(nodes, sources).clip(max=max(nodes.size - 1, 0))
-        inside = nodes[local] == sources
-        targets = np.repeat(np.arange(nodes.size, dtype=np.int64), degree)
-        return np.stack([local[inside], targets[inside]]), positions[inside]
+        with self._lock:       # membership first: most in-edges of a sample leave it
+            self._member[nodes] = True
+            inside = self._member[sources]
+            self._member[nodes] = False
+        targets = np.repeat(np.arange(nodes.size, dtype=np.int64), degree)[inside]
+        local = np.searchsorted(nodes, sources[inside])
+        return np.stack([local, targets]), positions[inside]
 
     def batch(self, rng: np.random.Generator, norms: Optional["SaintNorms"]) -> Data:
         """One sample as a structure-only ``Data``: ``edge_index``, ``n_id``, ``num_nodes``
