@@ -41,7 +41,6 @@ SAINT_KINDS = ("saint-rw", "saint-node", "saint-edge")
 NORM_STREAM = 0x5341   # the tag of the generator the normalisation samples are drawn from
 EDGE_NORM_MAX = 1e4    # PyG's clamp of edge_norm
 UNSEEN = 0.1           # PyG's stand-in count for a node or edge no sample covered
-SAMPLES_PER_ROUND = 64  # normalisation samples drawn between progress checks
 
 
 def out_degree(topology: Topology, chunk: int = 1 << 24) -> np.ndarray:
@@ -101,19 +100,20 @@ class SaintSampler:
 
     def _edge_nodes(self, rng: np.random.Generator) -> np.ndarray:
         if self._out_degree is None:
-            self._out_degree = out_degree(self.topology)
-        in_degree = self.topology.in_degree()
-        edges = self.topology.num_edges
+            self._out_degree, self._in_degree = out_degree(self.topology), self.topology.in_degree()
+        out_deg, in_deg, edges = self._out_degree, self._in_degree, self.topology.num_edges
+        if edges == 0:
+            return np.empty(0, dtype=np.int64)
         # Acceptance (1/deg_out(u) + 1/deg_in(v)) / 2 <= 1 of a uniform edge; its mean is
         # (nodes with out-edges + nodes with in-edges) / (2 E).
-        rate = (np.count_nonzero(self._out_degree) + np.count_nonzero(in_degree)) / (2 * edges)
+        rate = (np.count_nonzero(out_deg) + np.count_nonzero(in_deg)) / (2 * edges)
         sources, targets, need = [], [], self.batch_size
         while need > 0:
             # Kept in draw order: the first ``need`` accepted must not favour low positions.
             positions = rng.integers(0, edges, int(need / rate * 1.2) + 16)
             u = np.asarray(self.topology.indices[positions], dtype=np.int64)
             v = np.searchsorted(self.topology.indptr, positions, side="right") - 1
-            accept = rng.random(positions.size) * 2 < 1 / self._out_degree[u] + 1 / in_degree[v]
+            accept = rng.random(positions.size) * 2 < 1 / out_deg[u] + 1 / in_deg[v]
             u, v = u[accept][:need], v[accept][:need]
             sources.append(u)
             targets.append(v)
@@ -163,15 +163,12 @@ def estimate_norms(sampler: SaintSampler, coverage: int, rng: np.random.Generato
     edge_count = np.zeros(topology.num_edges, dtype=np.int32)
     samples = covered = 0
     while covered < coverage * topology.num_nodes:
-        for _ in range(SAMPLES_PER_ROUND):
-            nodes = sampler.sample_nodes(rng)
-            _, positions = sampler.subgraph(nodes)
-            node_count[nodes] += 1          # nodes and positions are unique within a sample
-            edge_count[positions] += 1
-            samples += 1
-            covered += nodes.size
-            if covered >= coverage * topology.num_nodes:
-                break
+        nodes = sampler.sample_nodes(rng)
+        _, positions = sampler.subgraph(nodes)
+        node_count[nodes] += 1              # nodes and positions are unique within a sample
+        edge_count[positions] += 1
+        samples += 1
+        covered += nodes.size
     edge = np.empty(topology.num_edges, dtype=np.float32) if edge_out is None else edge_out
     chunk = 1 << 20
     for a in range(0, topology.num_nodes, chunk):     # C_v / C_uv, a chunk of targets at a time
