@@ -100,3 +100,20 @@ def test_float_edge_index_is_refused(tmp_path):
              **masks)
     with pytest.raises(ValueError, match="edge_index must hold integer node ids"):
         load_dataset(str(tmp_path / "f.npz"))
+
+
+def test_pubmed_loads_through_planetoid_when_its_raw_files_are_present(planetoid_root, tmp_path):
+    """No PubMed files here: Cora's raw files under PubMed's names go through the same path
+    (PyG's ``Planetoid(root, "PubMed")``), so ``--dataset pubmed`` gives Cora's graph."""
+    raw = tmp_path / "PubMed" / "raw"
+    raw.mkdir(parents=True)
+    for path in (planetoid_root / "Cora" / "raw").iterdir():
+        (raw / path.name.replace("ind.cora.", "ind.pubmed.")).write_bytes(path.read_bytes())
+    pubmed, cora = load_dataset("pubmed", data_root=str(tmp_path)), \
+        load_dataset("cora", data_root=str(planetoid_root))
+    assert (pubmed.num_nodes, pubmed.num_edges, pubmed.num_features) == (2708, 10556, 1433)
+    assert torch.equal(pubmed.y, cora.y) and torch.equal(pubmed.edge_index, cora.edge_index)
+    assert all(torch.equal(pubmed.masks[k], cora.masks[k]) for k in cora.masks)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GnnZeroError, match="PubMed"):
+        load_dataset("pubmed", data_root=str(tmp_path / "empty"))

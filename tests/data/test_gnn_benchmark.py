@@ -72,3 +72,26 @@ def test_missing_root_or_file_is_one_line(tmp_path):
         check_dataset_source("coauthor-cs", None)
     with pytest.raises(GnnZeroError, match="has no ms_academic_cs.npz"):
         check_dataset_source("coauthor-cs", str(tmp_path))
+
+
+@pytest.mark.parametrize("name,file,stands_in", [
+    ("coauthor-physics", "ms_academic_phy.npz", "coauthor-cs"),
+    ("amazon-photo", "amazon_electronics_photo.npz", "amazon-computers")])
+def test_photo_and_physics_load_through_pyg_under_their_own_file_names(name, file, stands_in,
+                                                                        tmp_path):
+    """No Photo / Physics files here: CS's and Computers' raw files under their names go
+    through PyG's ``Coauthor(root, "Physics")`` / ``Amazon(root, "Photo")``."""
+    source = GNN_BENCH / {"coauthor-cs": "ms_academic_cs.npz",
+                          "amazon-computers": "amazon_electronics_computers.npz"}[stands_in]
+    if not source.exists():
+        pytest.skip(f"{source} not found; set GNNZERO_GNN_BENCHMARK_ROOT")
+    (tmp_path / file).write_bytes(source.read_bytes())
+    ours, reference = load_dataset(name, str(tmp_path), seed=1), \
+        load_dataset(stands_in, str(GNN_BENCH), seed=1)
+    assert (ours.num_nodes, ours.num_edges, ours.num_classes) == \
+        (reference.num_nodes, reference.num_edges, reference.num_classes)
+    assert torch.equal(ours.y, reference.y)
+    assert all(torch.equal(ours.masks[k], reference.masks[k]) for k in reference.masks)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GnnZeroError, match=f"has no {file}"):
+        check_dataset_source(name, str(tmp_path / "empty"))
