@@ -41,6 +41,7 @@ SAINT_KINDS = ("saint-rw", "saint-node", "saint-edge")
 NORM_STREAM = 0x5341   # the tag of the generator the normalisation samples are drawn from
 EDGE_NORM_MAX = 1e4    # PyG's clamp of edge_norm
 UNSEEN = 0.1           # PyG's stand-in count for a node or edge no sample covered
+NORM_CHUNK_EDGES = 1 << 20  # edges turned from counts into norms at a time
 
 
 def out_degree(topology: Topology, chunk: int = 1 << 24) -> np.ndarray:
@@ -156,29 +157,36 @@ class SaintNorms:
 
 def estimate_norms(sampler: SaintSampler, coverage: int, rng: np.random.Generator,
                    edge_out: Optional[np.ndarray] = None) -> SaintNorms:
-    """The normalisation from samples drawn until ``coverage x N`` nodes have been sampled;
-    the edge norms are written into ``edge_out`` when given (e.g. a mapped file)."""
+    """The normalisation from samples drawn until ``coverage x N`` nodes have been sampled.
+
+    With ``edge_out`` (e.g. a mapped file) the edges' counts and then their norms are
+    computed in it, a bounded chunk at a time: no ``E``-sized array in private memory.
+    """
     topology = sampler.topology
     node_count = np.zeros(topology.num_nodes, dtype=np.int64)
-    edge_count = np.zeros(topology.num_edges, dtype=np.int32)
+    edge = np.zeros(topology.num_edges, dtype=np.float32) if edge_out is None else edge_out
+    edge[:] = 0                             # float32 counts: exact up to 2**24 samples
     samples = covered = 0
     while covered < coverage * topology.num_nodes:
         nodes = sampler.sample_nodes(rng)
         _, positions = sampler.subgraph(nodes)
         node_count[nodes] += 1              # nodes and positions are unique within a sample
-        edge_count[positions] += 1
+        edge[positions] += 1
         samples += 1
         covered += nodes.size
-    edge = np.empty(topology.num_edges, dtype=np.float32) if edge_out is None else edge_out
-    chunk = 1 << 20
-    for a in range(0, topology.num_nodes, chunk):     # C_v / C_uv, a chunk of targets at a time
-        b = min(a + chunk, topology.num_nodes)
-        lo, hi = int(topology.indptr[a]), int(topology.indptr[b])
-        target_count = np.repeat(node_count[a:b], np.diff(np.asarray(topology.indptr[a:b + 1])))
-        seen = edge_count[lo:hi]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            edge[lo:hi] = np.where(seen > 0, np.minimum(target_count / seen, EDGE_NORM_MAX),
-                                   UNSEEN)
+    indptr = topology.indptr
+    cuts = np.unique(np.concatenate([np.searchsorted(indptr, np.arange(0, topology.num_edges,
+                                                                       NORM_CHUNK_EDGES)),
+                                     [topology.num_nodes]]))
+    for a, b in zip(cuts[:-1], cuts[1:]):   # C_v / C_uv over about NORM_CHUNK_EDGES edges
+        lo, hi = int(indptr[a]), int(indptr[b])
+        seen = edge[lo:hi]
+        target_count = np.repeat(node_count[a:b].astype(np.float32),
+                                 np.diff(np.asarray(indptr[a:b + 1])))
+        unseen = seen == 0
+        np.divide(target_count, seen, out=seen, where=~unseen)
+        np.minimum(seen, EDGE_NORM_MAX, out=seen)
+        seen[unseen] = UNSEEN
     node = samples / np.where(node_count > 0, node_count, UNSEEN) / topology.num_nodes
     return SaintNorms(node.astype(np.float32), edge)
 

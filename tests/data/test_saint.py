@@ -12,6 +12,7 @@ from torch_geometric.utils import subgraph
 from gnnzero.data import LoaderOptions, build_loader
 from gnnzero.data.csr import Topology
 from gnnzero.data.prepared import open_prepared, prepare, source_from_dataset
+from gnnzero.data import saint
 from gnnzero.data.saint import SaintSampler, estimate_norms, load_norms, out_degree
 
 
@@ -132,15 +133,17 @@ def test_normalisation_makes_the_aggregation_and_the_loss_unbiased(multigraph, k
     assert node_sum / len(samples) == pytest.approx(x[seen].sum() / 60, rel=1e-5)
 
 
-def test_norms_are_estimated_once_into_the_folder_and_mapped(multigraph, tmp_path):
+def test_norms_are_estimated_once_into_the_folder_and_mapped(multigraph, tmp_path, monkeypatch):
     topology, _ = multigraph
     sampler = SaintSampler(topology, "saint-rw", batch_size=8, walk_length=2)
     first = load_norms(sampler, 10, str(tmp_path))
     second = load_norms(sampler, 10, str(tmp_path))
     assert isinstance(second.edge, np.memmap) and second.edge.shape == (topology.num_edges,)
     np.testing.assert_array_equal(first.node, second.node)
+    monkeypatch.setattr(saint, "NORM_CHUNK_EDGES", 7)   # counts -> norms in many chunks
     in_memory = load_norms(sampler, 10, None)           # the same fixed stream, any rank
     np.testing.assert_array_equal(in_memory.edge, second.edge)
+    assert (in_memory.edge >= 1).sum() > 0.8 * topology.num_edges   # C_v / C_uv >= 1 if seen
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (folder / "edge.npy").write_bytes((folder / "edge.npy").read_bytes()[:200])
     with pytest.raises(Exception, match="truncated.*delete"):
