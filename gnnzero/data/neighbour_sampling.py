@@ -29,19 +29,12 @@ from .csr import Topology, range_positions
 KEYED_DEGREE = 4
 
 
-def sample_in_neighbours(topology: Topology, targets: np.ndarray, fan_out: int,
-                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``(sources, target position)`` of ``min(fan_out, in_degree)`` distinct in-edges of each
-    target, drawn uniformly without replacement (every in-edge with ``fan_out < 0``); grouped
-    by target, in CSR order within a target."""
-    position, target_pos = sample_in_edges(topology, targets, fan_out, rng)
-    return np.asarray(topology.indices[position], dtype=np.int64), target_pos
-
-
 def sample_in_edges(topology: Topology, targets: np.ndarray, fan_out: int,
                     rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
-    """As :func:`sample_in_neighbours`, but the edges' positions in ``topology.indices``
-    (``rng`` is not used with ``fan_out < 0``)."""
+    """``(position in topology.indices, target position)`` of ``min(fan_out, in_degree)``
+    distinct in-edges of each target, drawn uniformly without replacement (every in-edge with
+    ``fan_out < 0``, when ``rng`` is not used); grouped by target, in CSR order within a
+    target."""
     starts, degree = topology.rows_of(targets)
     if fan_out < 0:
         return range_positions(starts, degree), np.repeat(np.arange(starts.size), degree)

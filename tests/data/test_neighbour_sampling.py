@@ -10,7 +10,7 @@ from scipy import stats
 
 from gnnzero.data import LoaderOptions, build_loader
 from gnnzero.data.csr import Topology
-from gnnzero.data.neighbour_sampling import sample_in_neighbours, sample_neighbourhood
+from gnnzero.data.neighbour_sampling import sample_in_edges, sample_neighbourhood
 from gnnzero.data.prepared import open_prepared, prepare, source_from_dataset
 
 
@@ -96,15 +96,19 @@ def test_in_neighbours_are_drawn_uniformly_without_replacement(degree):
     keys up to 4x the fan-out, offsets above): each target gets 3 distinct ones, and every
     neighbour is drawn equally often (chi-square)."""
     topology = _shared_sources(3000, degree)
-    picked, target_pos = sample_in_neighbours(topology, np.arange(degree, degree + 3000), 3,
-                                              np.random.default_rng(0))
+    position, target_pos = sample_in_edges(topology, np.arange(degree, degree + 3000), 3,
+                                           np.random.default_rng(0))
+    picked = np.asarray(topology.indices)[position]
     assert np.array_equal(np.bincount(target_pos), np.full(3000, 3))
     assert all(np.unique(row).size == 3 for row in picked.reshape(3000, 3))
     assert stats.chisquare(np.bincount(picked, minlength=degree)).pvalue > 1e-3
 
 
-def test_a_hub_row_is_read_in_fan_out_entries_not_whole():
-    """A target with 200,000 in-edges, fan-out 10: 10 entries of ``indices`` are read."""
+def test_a_hub_row_is_read_in_fan_out_entries_not_whole(monkeypatch):
+    """A target with 200,000 in-edges, fan-out 10: 10 entries of ``indices`` are read, and no
+    position array of the whole row is built (the random-offset path, not the keyed one)."""
+    from gnnzero.data import neighbour_sampling
+
     class CountingIndices(np.ndarray):
         read = 0
 
@@ -113,11 +117,18 @@ def test_a_hub_row_is_read_in_fan_out_entries_not_whole():
             CountingIndices.read += np.size(out)
             return out
 
+    expanded = []
+    real = neighbour_sampling.range_positions
+    monkeypatch.setattr(neighbour_sampling, "range_positions",
+                        lambda starts, lengths: expanded.append(int(np.sum(lengths)))
+                        or real(starts, lengths))
     topology = _shared_sources(1, 200_000)
     topology.indices = np.asarray(topology.indices).view(CountingIndices)
-    picked, _ = sample_in_neighbours(topology, np.array([200_000]), 10, np.random.default_rng(0))
-    assert picked.size == np.unique(picked).size == 10
+    batch = sample_neighbourhood(topology, np.array([200_000]), [10], np.random.default_rng(0))
+    picked = batch.n_id[1:].numpy()
+    assert picked.size == np.unique(picked).size == 10 and batch.edge_index.size(1) == 10
     assert CountingIndices.read == 10
+    assert sum(expanded) == 0, expanded
 
 
 def test_directed_multigraph_with_loops_and_isolated_seeds_equals_pyg():
