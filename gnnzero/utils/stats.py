@@ -28,13 +28,23 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> tup
     return max(0.0, auc - half), min(1.0, auc + half)
 
 
+def _macro_ovr(y: np.ndarray, num_classes: int, scores_of) -> float:
+    """Mean over the classes with both positives and negatives among ``y`` of the ROC-AUC of
+    ``scores_of(c)`` (every node's score for class ``c``), one class at a time."""
+    aucs = []
+    for c in range(num_classes):
+        positive = y == c
+        if 0 < int(positive.sum()) < len(y):
+            score = scores_of(c)
+            aucs.append(roc_auc(score[positive], score[~positive]))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 def macro_ovr_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """One-vs-rest ROC-AUC of class probabilities ``probs`` ``[n, C]``, averaged over the classes
     that have both positives and negatives among ``y`` (scikit-learn's ``roc_auc_score(...,
     multi_class="ovr", average="macro")`` when every class occurs)."""
-    aucs = [roc_auc(probs[y == c, c], probs[y != c, c]) for c in range(probs.shape[1])
-            if 0 < int((y == c).sum()) < len(y)]
-    return float(np.mean(aucs)) if aucs else float("nan")
+    return _macro_ovr(np.asarray(y), probs.shape[1], lambda c: probs[:, c])
 
 
 def macro_ovr_auc_of_logits(y: np.ndarray, logits: np.ndarray, rows: np.ndarray,
@@ -42,20 +52,17 @@ def macro_ovr_auc_of_logits(y: np.ndarray, logits: np.ndarray, rows: np.ndarray,
     """:func:`macro_ovr_auc` of ``softmax(logits[rows])`` without holding ``len(rows) x C``
     probabilities: the row-wise log-sum-exp once, then one class's column at a time (memory
     ``O(len(rows))``; ``logits`` may be a mapped file, read a block of rows at a time)."""
-    y = np.asarray(y)
     log_total = np.empty(rows.size, dtype=np.float64)
     for a in range(0, rows.size, block):
         z = np.asarray(logits[rows[a:a + block]], dtype=np.float64)
         top = z.max(axis=1, keepdims=True)
         log_total[a:a + block] = (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
-    aucs = []
-    for c in range(logits.shape[1]):
-        positive = y == c
-        if not 0 < int(positive.sum()) < len(y):
-            continue
+
+    def probabilities(c: int) -> np.ndarray:
         score = np.empty(rows.size, dtype=np.float32)     # the float32 softmax, as torch's
         for a in range(0, rows.size, block):
             z = np.asarray(logits[rows[a:a + block], c], dtype=np.float64)
             score[a:a + block] = np.exp(z - log_total[a:a + block])
-        aucs.append(roc_auc(score[positive], score[~positive]))
-    return float(np.mean(aucs)) if aucs else float("nan")
+        return score
+
+    return _macro_ovr(np.asarray(y), logits.shape[1], probabilities)
