@@ -2,8 +2,9 @@
 
 * :func:`evaluate_sampled` -- a random subset of one split's nodes, each predicted
   from its full k-hop neighbourhood (PyG ``NeighborLoader``'s batches at fan-out -1, read
-  from the mapped CSR), so every sampled prediction equals the exact one and the only error is which
-  nodes were drawn; reported with a Wilson interval.  Cheap enough for every epoch.
+  from the mapped CSR), so every sampled prediction equals the exact one and the only
+  error is which nodes were drawn; reported with a Wilson interval.  Cheap enough for
+  every epoch.
 * :func:`evaluate_layerwise` -- every node, exactly, by :mod:`.layerwise` inference:
   one layer at a time, each rank writing its rows into a shared memory-mapped
   scratch array; no device or rank ever holds the whole graph or an ``N x hidden``

@@ -163,7 +163,6 @@ class InferenceGraph:
         edge_index = torch.from_numpy(np.stack([local, dst]))
         return n_id, edge_index, None if weight is None else torch.from_numpy(weight)
 
-
     def neighbourhood(self, seeds: np.ndarray, hops: int) -> Data:
         """The full ``hops``-hop in-neighbourhood of ``seeds`` (seeds first), with the edge
         weights of this graph: what a sampled prediction needs to equal the exact one."""
