@@ -148,7 +148,7 @@ def world_of_one_process_group():
     (``launch/train.py``, the launcher) do not inherit this process's MASTER_PORT."""
     from gnnzero.engine.runtime import init_distributed
 
-    keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_SIZE")
     saved = {k: os.environ.get(k) for k in keys}
     try:
         yield init_distributed(-1)

@@ -67,6 +67,9 @@ ZERO_KEYS = {
     "use_multi_rank_bucket_allreduce", "log_trace_cache_warnings", "module_granularity_threshold",
     "use_all_reduce_for_fetch_params", "stage3_use_all_reduce_for_fetch_params",
     "ignore_frozen_parameters", "zeropp_loco_param", "reduce_scatter_dtype",
+    "stage3_module_granularity_threshold", "allgather_sequential", "stage3_allgather_sequential",
+    "parameter_alignment", "enable_sanity_checks", "leaf_module", "zenflow", "compute_grad_norm",
+    "save_muon_momentum_buffer_in_memory",
 }
 
 

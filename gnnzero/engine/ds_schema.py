@@ -89,10 +89,11 @@ _ZERO_BOOLS = (
     "stage3_use_all_reduce_for_fetch_params", "ignore_unused_parameters", "legacy_stage1",
     "round_robin_gradients", "zero_quantized_weights", "zero_quantized_nontrainable_weights",
     "zero_quantized_gradients", "memory_efficient_linear", "pipeline_loading_checkpoint",
-    "override_module_apply", "log_trace_cache_warnings")
+    "override_module_apply", "log_trace_cache_warnings", "allgather_sequential",
+    "stage3_allgather_sequential", "compute_grad_norm", "enable_sanity_checks")
 _ZERO_SIZES = (  # DeepSpeed: ge=0; each also spelt with a stage3_ prefix
     "prefetch_bucket_size", "param_persistence_threshold", "model_persistence_threshold",
-    "max_live_parameters", "max_reuse_distance")
+    "max_live_parameters", "max_reuse_distance", "module_granularity_threshold")
 
 # key path -> rule; a section comes before its keys.
 SCHEMA: dict[str, Rule] = {

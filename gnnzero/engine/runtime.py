@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import GnnZeroError
+from .zero3_hooks import replace_fetch_hooks
 
 
 def device_type() -> str:
@@ -67,6 +68,9 @@ def init_distributed(local_rank: int) -> tuple[int, int, torch.device]:
         os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
                            "MASTER_ADDR": "127.0.0.1",
                            "MASTER_PORT": os.environ.get("MASTER_PORT") or str(_free_port())})
+    # DeepSpeed's CPU accelerator counts local devices from LOCAL_SIZE (its launcher's name);
+    # without it, each ZeRO-3 gradient reduction runs `numactl --hardware` in a subprocess.
+    os.environ.setdefault("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", "1"))
     deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name())
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     local = int(os.environ.get("LOCAL_RANK", max(local_rank, 0)))
@@ -92,6 +96,7 @@ def initialize_engine(model: torch.nn.Module, config: dict[str, Any]):
             raise GnnZeroError(f"DeepSpeed rejected the config: {text[:300]}; fix the ds_config "
                                f"file or the override flags") from exc
         raise
+    replace_fetch_hooks(engine)   # ZeRO-3, every parameter persistent (zero3_hooks.py)
     return engine, optimizer, scheduler
 
 
@@ -101,8 +106,6 @@ def compute_dtype(engine) -> torch.dtype:
     if engine.bfloat16_enabled():
         return torch.bfloat16
     return torch.float32
-
-
 
 
 def parameter_fingerprint(engine) -> dict[str, float]:

@@ -81,3 +81,14 @@ def test_misspelt_key_is_named(tmp_path):
     path.write_text(json.dumps({"zero_optimisation": {"stage": 2}}))
     with pytest.raises(GnnZeroError, match="did you mean 'zero_optimization'"):
         load_ds_config(str(path))
+
+
+def test_every_zero_key_deepspeed_reads_is_accepted():
+    """The key check knows every field and alias of DeepSpeed's own ZeRO config model."""
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    from gnnzero.engine.ds_config import check_keys
+
+    for name, field in DeepSpeedZeroConfig.model_fields.items():
+        for key in {name, field.alias} - {None}:
+            check_keys({"zero_optimization": {key: None} | {"stage": 3}})
