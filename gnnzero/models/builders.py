@@ -139,19 +139,46 @@ MODEL_CLASSES = {"gcn": GCNModel, "sage": SAGEModel, "gat": GATModel, "gin": GIN
 
 
 class CheckpointedLayer(nn.Module):
-    """Recompute ``layer`` in the backward pass instead of storing its activations."""
+    """Recompute ``layer`` (and the activation ``act`` after it) in the backward pass instead
+    of storing their activations.
 
-    def __init__(self, layer: nn.Module) -> None:
+    With ``act`` inside, backward keeps only the layer's input and what follows the
+    activation (dropout's mask), not the activation's ``N x hidden`` output as well:
+    recomputing an elementwise activation costs next to nothing.
+    """
+
+    def __init__(self, layer: nn.Module, act: Optional[nn.Module] = None) -> None:
         super().__init__()
-        self.layer = layer
+        self.layer, self.act = layer, act
 
     def reset_parameters(self) -> None:
         self.layer.reset_parameters()
 
+    def _run(self, *args, **kwargs):
+        out = self.layer(*args, **kwargs)
+        return out if self.act is None else self.act(out)
+
     def forward(self, *args, **kwargs):
         if not torch.is_grad_enabled():
-            return self.layer(*args, **kwargs)
-        return checkpoint(self.layer, *args, use_reentrant=False, **kwargs)
+            return self._run(*args, **kwargs)
+        return checkpoint(self._run, *args, use_reentrant=False, **kwargs)
+
+
+def checkpoint_layers(model: BasicGNN) -> None:
+    """Wrap every convolution of ``model`` in a :class:`CheckpointedLayer`.
+
+    Without a norm between convolution and activation, the activation moves inside the
+    checkpoint of each layer ``BasicGNN.forward`` activates (all but the last, unless
+    ``jk``) and ``model.act`` becomes None; with a norm (BatchNorm's running statistics
+    must not be updated twice by a recompute) only the convolution is recomputed.
+    """
+    fuse = model.act is not None and model.norms is not None and all(
+        isinstance(norm, nn.Identity) for norm in model.norms)
+    for i, conv in enumerate(model.convs):
+        activated = i < model.num_layers - 1 or model.jk_mode is not None
+        model.convs[i] = CheckpointedLayer(conv, model.act if fuse and activated else None)
+    if fuse:
+        model.act = None
 
 
 def plain_state_dict(state_dict: dict) -> dict:
@@ -235,8 +262,7 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
                           f"use num_layers >= 4 (or jk with >= 3)", stacklevel=2)
         model.shared_cores = share_linear_weights(shared)
     if activation_checkpointing:
-        for i, conv in enumerate(model.convs):
-            model.convs[i] = CheckpointedLayer(conv)
+        checkpoint_layers(model)
     model.config = dict(arch=arch, in_channels=in_channels, hidden_channels=hidden_channels,
                         out_channels=out_channels, num_layers=num_layers,
                         share_weights=share_weights, rank=rank, dropout=dropout, norm=norm,

@@ -134,9 +134,11 @@ def test_forward_batch_passes_graphsaint_edge_norm():
                                                              edge_weight=weight)), expected)
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_activation_checkpointing_gives_the_same_gradients(shared):
-    """Recomputing each layer in backward (dropout included: RNG state is replayed) changes nothing."""
+@pytest.mark.parametrize("shared, extra", [(False, {}), (True, {}), (False, {"jk": "cat"}),
+                                           (False, {"norm": "batch"})],
+                         ids=["dense", "shared", "jk-cat", "batch-norm"])
+def test_activation_checkpointing_gives_the_same_gradients(shared, extra):
+    """Recomputing each layer (and its activation) in backward changes nothing."""
     from gnnzero.models import build_model
 
     x, edge_index = star_graph()
@@ -146,10 +148,38 @@ def test_activation_checkpointing_gives_the_same_gradients(shared):
     for checkpointing in (False, True):
         torch.manual_seed(0)
         model = build_model("sage", 8, 16, 4, 4, dropout=0.5, share_weights=shared,
-                            rank=4 if shared else None, activation_checkpointing=checkpointing)
+                            rank=4 if shared else None, activation_checkpointing=checkpointing,
+                            **extra)
         torch.manual_seed(1)
         F.cross_entropy(model(x, edge_index), y).backward()
         grads.append({n.replace(".layer.", "."): p.grad.clone() for n, p in model.named_parameters()})
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_activation_checkpointing_keeps_layer_inputs_and_dropout_masks():
+    """With the activation inside each checkpoint, a 3-layer model's forward leaves alive for
+    backward exactly the two hidden layers' inputs (dropout's outputs, which the checkpoints
+    keep) and dropout's two masks (on CPU torch keeps the scaled float noise, one n x hidden
+    fp32 tensor each); ReLU's outputs are recomputed, not kept."""
+    from gnnzero.observe.activations import ActivationMeter
+
+    x, edge_index = star_graph()
+    n = x.size(0)
+    torch.manual_seed(0)
+    model = build_model("sage", x.size(1), HID, OUT, 3, dropout=0.5,
+                        activation_checkpointing=True)
+    meter = ActivationMeter()
+    with meter.recording([x, edge_index], model.parameters()):
+        loss = model(x, edge_index).sum()
+    assert meter.last_bytes == 2 * 2 * n * HID * 4 + 4     # + the 1-element loss
+    loss.backward()
+
+
+def test_activation_checkpointing_under_a_norm_recomputes_the_convolution_only():
+    """BatchNorm's running statistics must not be updated twice: with a norm between
+    convolution and activation, the activation stays outside the checkpoint."""
+    model = build_model("sage", IN, HID, OUT, 3, norm="batch", activation_checkpointing=True)
+    assert model.act is not None
+    assert all(conv.act is None for conv in model.convs)
