@@ -86,8 +86,8 @@ def main(argv=None) -> int:
         off, on = got[False], got[True]
         t_off, t_on = statistics.median(off["seconds"]), statistics.median(on["seconds"])
         rows.append(f"| {arch} | {off['bytes'] / 2**20:.1f} MiB | {on['bytes'] / 2**20:.1f} MiB | "
-                    f"**{on['bytes'] / off['bytes']:.2f}x** | {t_off:.2f} s | {t_on:.2f} s | "
-                    f"**{t_off / t_on:.2f}x** |")
+                    f"**{on['bytes'] / off['bytes']:.3f}x** | {t_off:.3f} s | {t_on:.3f} s | "
+                    f"**{t_off / t_on:.3f}x** |")
         print(rows[-1], flush=True)
     env = run_environment(torch.device("cpu"))
     text = "\n".join([
