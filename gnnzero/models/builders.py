@@ -138,6 +138,21 @@ MODEL_CLASSES = {"gcn": GCNModel, "sage": SAGEModel, "gat": GATModel, "gin": GIN
                  "pinsage": PinSAGEModel}
 
 
+class BoolMaskDropout(nn.Dropout):
+    """``nn.Dropout`` that keeps a boolean mask for backward.
+
+    On CPU ``F.dropout`` multiplies by a float noise tensor and autograd keeps that
+    tensor, 4 bytes an element.  ``torch.native_dropout``, the kernel CUDA's dropout
+    uses, keeps a ``bool`` mask instead: with activation checkpointing, those masks and the
+    layers' inputs are all the forward leaves.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return torch.native_dropout(x, self.p, True)[0]
+
+
 class CheckpointedLayer(nn.Module):
     """Recompute ``layer`` (and the activation ``act`` after it) in the backward pass instead
     of storing their activations.
@@ -243,6 +258,7 @@ def build_model(arch: str, in_channels: int, hidden_channels: int, out_channels:
     features = in_channels + (categorical[1] if categorical else 0)
     model = MODEL_CLASSES[arch](features, hidden_channels, num_layers, out_channels,
                                 dropout=dropout, norm=norm, jk=jk, **kwargs)
+    model.dropout = BoolMaskDropout(dropout)
     if categorical:
         from ..data.categorical import NodeFeatureEncoder
 

@@ -161,8 +161,8 @@ def test_activation_checkpointing_gives_the_same_gradients(shared, extra):
 def test_activation_checkpointing_keeps_layer_inputs_and_dropout_masks():
     """With the activation inside each checkpoint, a 3-layer model's forward leaves alive for
     backward exactly the two hidden layers' inputs (dropout's outputs, which the checkpoints
-    keep) and dropout's two masks (on CPU torch keeps the scaled float noise, one n x hidden
-    fp32 tensor each); ReLU's outputs are recomputed, not kept."""
+    keep) and dropout's two boolean masks (BoolMaskDropout: F.dropout on CPU would keep
+    float noise, 4 bytes an element); ReLU's outputs are recomputed, not kept."""
     from gnnzero.observe.activations import ActivationMeter
 
     x, edge_index = star_graph()
@@ -173,7 +173,7 @@ def test_activation_checkpointing_keeps_layer_inputs_and_dropout_masks():
     meter = ActivationMeter()
     with meter.recording([x, edge_index], model.parameters()):
         loss = model(x, edge_index).sum()
-    assert meter.last_bytes == 2 * 2 * n * HID * 4 + 4     # + the 1-element loss
+    assert meter.last_bytes == 2 * (n * HID * 4 + n * HID) + 4     # + the 1-element loss
     loss.backward()
 
 
@@ -183,3 +183,22 @@ def test_activation_checkpointing_under_a_norm_recomputes_the_convolution_only()
     model = build_model("sage", IN, HID, OUT, 3, norm="batch", activation_checkpointing=True)
     assert model.act is not None
     assert all(conv.act is None for conv in model.convs)
+
+
+def test_bool_mask_dropout_behaves_like_torch_dropout_and_keeps_one_byte_an_element():
+    """Scaling, drop rate and gradient as ``nn.Dropout``; backward keeps a bool mask."""
+    from gnnzero.models.builders import BoolMaskDropout
+    from gnnzero.observe.activations import ActivationMeter
+
+    x = torch.randn(4000, 64, requires_grad=True)
+    dropout = BoolMaskDropout(0.3)
+    meter = ActivationMeter()
+    with meter.recording([x], []):
+        out = dropout(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    torch.testing.assert_close(out[kept], x[kept] / 0.7)
+    assert meter.last_bytes == out.numel() * (4 + 1)      # the output and its bool mask
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    assert dropout.eval()(x) is x
