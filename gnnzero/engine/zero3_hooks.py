@@ -40,25 +40,26 @@ def all_persistent(module: torch.nn.Module) -> bool:
     return bool(params) and all(getattr(p, "ds_persist", False) for p in params)
 
 
-def _gather_released(module: torch.nn.Module, _args) -> None:
-    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
-
-    released = [p for p in module.parameters(recurse=False)
-                if p.ds_status == ZeroParamStatus.NOT_AVAILABLE]
-    if released:
-        released[0].all_gather(param_list=released)
-
-
 def replace_fetch_hooks(engine) -> bool:
-    """Under ZeRO-3 with every parameter persistent, swap DeepSpeed's per-module hooks for
-    :func:`_gather_released` on the modules that own parameters; True when it did."""
+    """Under ZeRO-3 with every parameter persistent, swap DeepSpeed's per-module hooks for a
+    pre-forward gather of released parameters on the modules that own some; True when it
+    did."""
     offload = _offload(engine)
     if (offload is None or not hasattr(offload, "_remove_module_hooks")
             or not all_persistent(engine.module)):
         return False
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+    released_status = ZeroParamStatus.NOT_AVAILABLE
+
+    def gather_released(module: torch.nn.Module, _args) -> None:   # every forward: kept light
+        released = [p for p in module.parameters(recurse=False) if p.ds_status == released_status]
+        if released:
+            released[0].all_gather(param_list=released)
+
     offload._remove_module_hooks()
     offload.forward_hooks, offload.backward_hooks = [], []
     for module in engine.module.modules():
-        if any(True for _ in module.parameters(recurse=False)):
-            offload.forward_hooks.append(module.register_forward_pre_hook(_gather_released))
+        if next(module.parameters(recurse=False), None) is not None:
+            offload.forward_hooks.append(module.register_forward_pre_hook(gather_released))
     return True
