@@ -6,9 +6,9 @@ gather its parameters before forward, release them after, and the same around ba
 Parameters below ``stage3_param_persistence_threshold`` are *persistent*: every rank
 keeps them whole, so those hooks gather and release nothing.  GNN layers are that size
 (a 128 x 128 map is 16k values against the 100k threshold of ds_configs/zero3*.json),
-yet the hooks cost about 0.4 ms of Python per module call on a CPU: 8 of a Cluster-GCN
-step's 37 ms for GraphSAGE 128 x 3 (one rank, steps of the two engines alternated in one
-process).
+yet the hooks are Python around every module call: on a CPU they took a GraphSAGE 128 x 3
+Cluster-GCN step from 0.89x to 0.72x of the plain loop's throughput
+(benchmarks/results/zero3_hooks_cpu.md).
 
 When every parameter of the model is persistent, :func:`replace_fetch_hooks` removes
 DeepSpeed's module hooks (``DeepSpeedZeRoOffload._remove_module_hooks``, what
