@@ -37,6 +37,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CONFIG = "ds_configs/zero3.json"
 
 
+def deepspeed_module_hooks(model: torch.nn.Module) -> int:
+    """How many of DeepSpeed's ZeRO-3 fetch/release forward hooks hang on ``model``."""
+    return sum("parameter_offload" in hook.__code__.co_filename
+               for module in model.modules()
+               for hook in [*module._forward_pre_hooks.values(), *module._forward_hooks.values()])
+
+
 def engines(cfg, dataset) -> dict:
     import deepspeed
 
@@ -53,6 +60,10 @@ def engines(cfg, dataset) -> dict:
                                              config=config)[0]
         else:
             out[name] = initialize_engine(model, config)[0]
+    hooked = [name for name, engine in out.items() if deepspeed_module_hooks(engine.module)]
+    if hooked != ["ZeRO-3, DeepSpeed's hooks"]:
+        raise SystemExit(f"expected DeepSpeed's module hooks on one engine only, found them on "
+                         f"{hooked}: is every parameter under {CONFIG}'s persistence threshold?")
     return out
 
 
@@ -60,6 +71,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=10, help="epochs of steps per engine")
     p.add_argument("--tag", default="cpu")
+    p.add_argument("--results-dir", type=Path, default=RESULTS, help="where the table goes")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     cfg = parse_config(["--ds_config", CONFIG, "--layers", str(Workload.layers)])
@@ -92,8 +104,8 @@ def main(argv=None) -> int:
         "engines stepping in turn; no prefetching. Median step; throughput over the plain "
         "loop's.", "",
         "| engine | median step | plain / this |", "|---|---|---|", *rows, ""])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"zero3_hooks_{args.tag}.md").write_text(text, encoding="utf-8")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / f"zero3_hooks_{args.tag}.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
 

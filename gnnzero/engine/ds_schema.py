@@ -138,7 +138,7 @@ SCHEMA: dict[str, Rule] = {
         "betas": Rule("betas", example="[0.9, 0.999]"),
         "momentum": Rule("number", lo=0),
         **{key: BOOL for key in ("torch_adam", "adam_w_mode", "bias_correction", "amsgrad",
-                                 "nesterov")}}),
+                                 "nesterov", "fused", "foreach")}}),
     **_section("scheduler", '{"type": "WarmupLR", "params": {"warmup_num_steps": 100}}', {
         "type": Rule("choice", choices=DEEPSPEED_SCHEDULERS, torch="optim.lr_scheduler",
                      example='"WarmupLR"', required=True)}),

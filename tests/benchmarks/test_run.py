@@ -100,3 +100,20 @@ def test_bench_runs_link_prediction_configurations(tmp_path):
                              timeout=120)
     assert refused.returncode == 2 and "--loaders saint-rw is not one of full,cluster,neighbor" \
         in refused.stderr
+
+
+@pytest.mark.e2e
+def test_zero3_hooks_benchmark_times_three_engines(tmp_path):
+    """benchmarks/zero3_hooks.py: the plain loop, DeepSpeed's hooks and gnnzero's replacement
+    (the script refuses to time engines whose hooks are not what their names say)."""
+    proc = subprocess.run([sys.executable, "benchmarks/zero3_hooks.py", "--rounds", "1",
+                           "--tag", "test", "--results-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "zero3_hooks_test.md").read_text(encoding="utf-8")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and " ms |" in line]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| plain loop", "| ZeRO-3, DeepSpeed's hooks", "| ZeRO-3, hooks replaced"]
+    assert rows[0].endswith("| 1.000x |")
+    for row in rows:
+        assert float(row.split(" | ")[1].removesuffix(" ms")) > 0

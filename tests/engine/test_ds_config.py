@@ -2,6 +2,7 @@
 device rules, misspelt keys named."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -59,6 +60,7 @@ def test_optimizer_override_picks_adam_with_l2_or_decoupled_decay():
             inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
             assert type(inner) is cls, (name, type(inner))
             assert inner.param_groups[0]["weight_decay"] == 5e-4
+            assert inner.defaults["fused"] is True  # torch's fused CPU kernel
             assert type(optimizer_from_ds_config(torch.nn.Linear(3, 2), merged)) is cls
 
 
@@ -66,8 +68,23 @@ def test_device_rules():
     base = load_ds_config(str(REPO / "ds_configs" / "zero2.json"))
     cpu = finalize_for_device(apply_overrides(base, EngineOverrides()), "cpu")
     assert cpu["optimizer"]["params"]["torch_adam"] is True  # FusedAdam is CUDA-only
+    assert cpu["optimizer"]["params"]["fused"] is True        # torch's fused CPU AdamW
+    assert cpu["zero_optimization"]["contiguous_gradients"] is False
+    cuda = finalize_for_device(apply_overrides(base, EngineOverrides()), "cuda")
+    assert not {"torch_adam", "fused"} & set(cuda["optimizer"]["params"])
+    assert "contiguous_gradients" not in cuda["zero_optimization"]  # DeepSpeed's default: true
     offload = finalize_for_device(apply_overrides(base, EngineOverrides(offload="optimizer")), "cpu")
     assert "torch_adam" not in offload["optimizer"]["params"]  # DeepSpeedCPUAdam
+    assert "contiguous_gradients" not in offload["zero_optimization"]
+    stage0 = finalize_for_device(apply_overrides(base, EngineOverrides(zero_stage=0)), "cpu")
+    assert "contiguous_gradients" not in stage0["zero_optimization"]
+    # what the config says itself is kept
+    own = copy.deepcopy(base)
+    own["optimizer"]["params"]["foreach"] = True
+    own["zero_optimization"]["contiguous_gradients"] = True
+    own = finalize_for_device(own, "cpu")
+    assert "fused" not in own["optimizer"]["params"]  # torch refuses fused with foreach
+    assert own["zero_optimization"]["contiguous_gradients"] is True
     with pytest.raises(GnnZeroError, match="offload needs ZeRO stage >= 1"):
         finalize_for_device(apply_overrides(base, EngineOverrides(zero_stage=0, offload="optimizer")), "cpu")
     with pytest.raises(GnnZeroError, match="enables both fp16 and bf16"):
