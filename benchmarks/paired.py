@@ -1,6 +1,6 @@
 """Paired, alternated throughput runs: each configuration against the plain loop, in turn.
 
-    python benchmarks/run.py --paired --stages 0,1,2,3 --worlds 1,2 --repeats 3 --epochs 60
+    python benchmarks/run.py --paired [--interleave] --stages 0,1,2,3 --worlds 1,2 --repeats 3 --epochs 60
 
 Timings on a shared machine drift by tens of percent over minutes, so each
 DeepSpeed run is paired with a plain run (``benchmarks/baseline.py``: the trainer's
@@ -12,6 +12,12 @@ balances that out.  The figure is the ratio of training throughput (train nodes/
 over the training seconds, which exclude start-up and the final evaluation) within
 each pair; the table gives every ratio and their geometric mean (the headline) and
 median.  Output: ``paired_<tag>.jsonl`` and ``paired_<tag>.md``.
+
+With ``--interleave`` the two runs of a pair start together and take turns epoch by epoch
+(``--take-turns``, :mod:`gnnzero.observe.turns`): only one trains at a time, the seat that
+trains first alternates from pair to pair, and each run's training seconds cover its own
+epochs only.  The machine's drift over minutes then falls on both runs alike; sequential
+pairs (the default) keep it, and on these machines it moves one run's speed by up to 20 %.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from pathlib import Path
 from typing import Optional
 
 from gnnzero.observe.metrics import training_rate
-from sweep import BenchConfig, Workload, free_port, run_baseline, run_config
+from sweep import (BenchConfig, Workload, baseline_command, config_command, free_port,
+                   launch_together, read_metrics, run_baseline, run_config)
 
 
 def _throughput(metrics: Optional[dict]) -> Optional[float]:
@@ -48,22 +55,53 @@ def _record(config: BenchConfig, repeat: int, order: str, ds: Optional[dict],
     }
 
 
+def _one_after_the_other(config: BenchConfig, work: Workload, out: Path, sides: tuple[str, str],
+                         timeout: int) -> dict[str, tuple[Optional[dict], str]]:
+    runs = {}
+    for side in sides:
+        runs[side] = (run_baseline(config, work, out, timeout) if side == "plain"
+                      else run_config(config, work, out, free_port(), timeout))
+    return runs
+
+
+def _in_turns(config: BenchConfig, work: Workload, out: Path, sides: tuple[str, str],
+              timeout: int) -> dict[str, tuple[Optional[dict], str]]:
+    """Both runs at once, taking turns epoch by epoch; ``sides[0]`` trains first."""
+    out.mkdir(parents=True, exist_ok=True)
+    turns = out / "turns.json"
+    for stale in out.glob("turns.json*"):
+        stale.unlink()
+    ports = [free_port()]
+    while len(ports) < 2:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    commands, run_dirs = [], []
+    for seat, (side, port) in enumerate(zip(sides, ports)):
+        build = baseline_command if side == "plain" else config_command
+        cmd, run_dir = build(config, work, out, port, ("--take-turns", f"{turns}:{seat}"))
+        commands.append((cmd, run_dir / "log.txt"))
+        run_dirs.append(run_dir)
+    codes = launch_together(commands, timeout)
+    return {side: (read_metrics(run_dir, code), str(run_dir / "log.txt"))
+            for side, run_dir, (code, _) in zip(sides, run_dirs, codes)}
+
+
 def run_paired(configs: list[BenchConfig], work: Workload, repeats: int, tag: str,
-               results: Path, work_dir: Path, timeout: int) -> int:
-    """``repeats`` alternated pairs per configuration; write JSONL and markdown."""
+               results: Path, work_dir: Path, timeout: int, interleave: bool = False) -> int:
+    """``repeats`` alternated pairs per configuration (run in turns, epoch by epoch, with
+    ``interleave``); write JSONL and markdown."""
     records, failed = [], []
+    pair = _in_turns if interleave else _one_after_the_other
     for config in configs:
         for repeat in range(repeats):
             plain_first = repeat % 2 == 0
             out = work_dir / f"{config.name}_r{repeat}"
-            runs: dict[str, Optional[dict]] = {}
-            for side in (("plain", "deepspeed") if plain_first else ("deepspeed", "plain")):
-                if side == "plain":
-                    runs[side], log = run_baseline(config, work, out, timeout)
-                else:
-                    runs[side], log = run_config(config, work, out, free_port(), timeout)
-                if runs[side] is None:
-                    failed.append(f"{config.name} r{repeat} {side}: {log}")
+            sides = ("plain", "deepspeed") if plain_first else ("deepspeed", "plain")
+            done = pair(config, work, out, sides, timeout)
+            runs = {side: metrics for side, (metrics, _) in done.items()}
+            failed += [f"{config.name} r{repeat} {side}: {log}"
+                       for side, (metrics, log) in done.items() if metrics is None]
             record = _record(config, repeat, "plain first" if plain_first else "deepspeed first",
                              runs["deepspeed"], runs["plain"])
             records.append(record)
@@ -77,14 +115,15 @@ def run_paired(configs: list[BenchConfig], work: Workload, repeats: int, tag: st
     with open(jsonl, "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")
-    md.write_text(paired_markdown(records, work, tag), encoding="utf-8")
+    md.write_text(paired_markdown(records, work, tag, interleave), encoding="utf-8")
     print(md.read_text(encoding="utf-8"))
     for line in failed:
         print(f"FAILED {line}", file=sys.stderr)
     return 1 if failed else 0
 
 
-def paired_markdown(records: list[dict], work: Workload, tag: str) -> str:
+def paired_markdown(records: list[dict], work: Workload, tag: str,
+                    interleave: bool = False) -> str:
     env = next((r["environment"] for r in records if r["environment"]), {})
     lines = [f"# Paired throughput `{tag}`: DeepSpeed over the plain loop, same batches",
              "",
@@ -96,7 +135,10 @@ def paired_markdown(records: list[dict], work: Workload, tag: str) -> str:
              f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
              "",
              "Ratio = DeepSpeed train nodes/s over the plain run's, within each alternated "
-             "pair (training seconds only).",
+             "pair (training seconds only)"
+             + (": the two runs of a pair started together and trained their epochs in "
+                "turn (`--interleave`), one at a time." if interleave else
+                ": the two runs of a pair one after the other."),
              "",
              "| config | ratios per pair (plain first, DeepSpeed first, ...) | geometric mean / "
              "median | DeepSpeed train s | plain train s |",

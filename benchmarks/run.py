@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paired", action="store_true",
                    help="alternated DeepSpeed / plain pairs per configuration, throughput "
                         "ratios (benchmarks/paired.py)")
+    p.add_argument("--interleave", action="store_true",
+                   help="--paired: start both runs of a pair together and train their epochs "
+                        "in turn, one at a time (launch/train.py --take-turns)")
     p.add_argument("--repeats", type=int, default=4,
                    help="--paired: pairs per configuration (even: both orders alike)")
     p.add_argument("--extra", default="",
@@ -129,7 +132,8 @@ def main(argv=None) -> int:
     if args.paired:
         from paired import run_paired
 
-        return run_paired(configs, work, args.repeats, tag, results, work_dir, args.timeout)
+        return run_paired(configs, work, args.repeats, tag, results, work_dir, args.timeout,
+                          args.interleave)
     return sweep(configs, work, tag, results, work_dir, args.timeout)
 
 

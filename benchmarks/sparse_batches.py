@@ -23,7 +23,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from sweep import REPO, _deepspeed_bin, _env, _read, free_port, launch
+from sweep import REPO, _deepspeed_bin, _env, read_metrics, free_port, launch
 
 sys.path.insert(0, str(REPO))
 from gnnzero.observe.memory import format_bytes  # noqa: E402
@@ -49,7 +49,7 @@ def run_one(args, model: str, loader: str, seed: int, path: str) -> dict:
     cmd = [_deepspeed_bin(), "--num_gpus", "1", "--master_port", str(free_port()),
            "launch/train.py", *flags(args, model, loader, seed, out, path)]
     code, _ = launch(cmd, out / "log.txt", args.timeout, env)
-    metrics = _read(out, code)
+    metrics = read_metrics(out, code)
     if metrics is None:
         raise SystemExit(f"{out}/log.txt: the run failed (exit {code})")
     rank = metrics["memory"]["per_rank"][0]

@@ -135,45 +135,77 @@ def _deepspeed_bin() -> str:
 
 def launch(cmd: list[str], log: Path, timeout: int, env: Optional[dict] = None) -> tuple[int, float]:
     """Run ``cmd`` from the repo root, output to ``log``; return (exit code, seconds)."""
+    return launch_together([(cmd, log)], timeout, env)[0]
+
+
+def launch_together(commands: list[tuple[list[str], Path]], timeout: int,
+                    env: Optional[dict] = None) -> list[tuple[int, float]]:
+    """Start every ``(cmd, log)`` at once from the repo root; wait for all (each within
+    ``timeout`` seconds of the start); (exit code, seconds) of each, in order."""
     start = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as handle:
+    running = []
+    for cmd, log in commands:
+        handle = open(log, "w", encoding="utf-8")
+        running.append((subprocess.Popen(cmd, cwd=REPO, env=env or _env(), stdout=handle,
+                                         stderr=subprocess.STDOUT), handle))
+    results = []
+    for process, handle in running:
         try:
-            code = subprocess.run(cmd, cwd=REPO, env=env or _env(), stdout=handle,
-                                  stderr=subprocess.STDOUT, timeout=timeout).returncode
+            code = process.wait(timeout=max(1.0, timeout - (time.perf_counter() - start)))
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
             code = 124
-    return code, time.perf_counter() - start
+        handle.close()
+        results.append((code, time.perf_counter() - start))
+    return results
 
 
-def run_config(config: BenchConfig, work: Workload, out: Path, port: int,
-               timeout: int) -> tuple[Optional[dict], str]:
-    """One `deepspeed` launch of launch/train.py; (metrics or None, log path)."""
+def config_command(config: BenchConfig, work: Workload, out: Path, port: int,
+                   extra: tuple[str, ...] = ()) -> tuple[list[str], Path]:
+    """The `deepspeed` launch of launch/train.py for ``config`` and its run folder."""
     run_dir = out / "runs" / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [_deepspeed_bin(), "--num_gpus", str(config.world_size), "--master_port", str(port),
-           "launch/train.py", *train_flags(config, work, run_dir, out / "cache")]
-    code, _ = launch(cmd, run_dir / "log.txt", timeout)
-    return _read(run_dir, code), str(run_dir / "log.txt")
+           "launch/train.py", *train_flags(config, work, run_dir, out / "cache"), *extra]
+    return cmd, run_dir
 
 
-def run_baseline(config: BenchConfig, work: Workload, out: Path,
-                 timeout: int) -> tuple[Optional[dict], str]:
-    """benchmarks/baseline.py on the same model and batches (fp32; on ``config.world_size``
-    ranks under DDP, launched like DeepSpeed, when that is more than one)."""
+def baseline_command(config: BenchConfig, work: Workload, out: Path, port: int,
+                     extra: tuple[str, ...] = ()) -> tuple[list[str], Path]:
+    """benchmarks/baseline.py on ``config``'s model and batches (fp32; on
+    ``config.world_size`` ranks under DDP, launched like DeepSpeed, when that is more than
+    one) and its run folder."""
     world = config.world_size
     base = BenchConfig("0", "fp32", world, config.loader, config.model)
     suffix = f"_w{world}" if world > 1 else ""
     run_dir = out / "runs" / f"baseline_{config.loader}_{config.model}{suffix}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    flags = train_flags(base, work, run_dir, out / "cache")
-    cmd = ([_deepspeed_bin(), "--num_gpus", str(world), "--master_port", str(free_port()),
+    flags = [*train_flags(base, work, run_dir, out / "cache"), *extra]
+    cmd = ([_deepspeed_bin(), "--num_gpus", str(world), "--master_port", str(port),
             "benchmarks/baseline.py", *flags] if world > 1
            else [sys.executable, "benchmarks/baseline.py", *flags])
+    return cmd, run_dir
+
+
+def run_config(config: BenchConfig, work: Workload, out: Path, port: int,
+               timeout: int) -> tuple[Optional[dict], str]:
+    """One `deepspeed` launch of launch/train.py; (metrics or None, log path)."""
+    cmd, run_dir = config_command(config, work, out, port)
     code, _ = launch(cmd, run_dir / "log.txt", timeout)
-    return _read(run_dir, code), str(run_dir / "log.txt")
+    return read_metrics(run_dir, code), str(run_dir / "log.txt")
 
 
-def _read(run_dir: Path, code: int) -> Optional[dict]:
+def run_baseline(config: BenchConfig, work: Workload, out: Path,
+                 timeout: int) -> tuple[Optional[dict], str]:
+    """:func:`baseline_command`, run; (metrics or None, log path)."""
+    cmd, run_dir = baseline_command(config, work, out, free_port())
+    code, _ = launch(cmd, run_dir / "log.txt", timeout)
+    return read_metrics(run_dir, code), str(run_dir / "log.txt")
+
+
+def read_metrics(run_dir: Path, code: int) -> Optional[dict]:
+    """The run's metrics.json, or None when it failed."""
     path = run_dir / "metrics.json"
     if code != 0 or not path.exists():
         return None

@@ -31,9 +31,23 @@ class TrainConfig:
                                        "torch's global RNG) and on a CPU whose cores the "
                                        "ranks' compute threads fill",
                                     low=0)
+    take_turns: Optional[str] = setting(None, "benchmarks: train epochs in turn with a run "
+                                              "started beside this one that names the same "
+                                              "file and the other seat (0 trains first), so "
+                                              "both meet the machine alike; the wait is not "
+                                              "timed (benchmarks/paired.py --interleave)",
+                                        allowed="PATH:SEAT", none_means="train alone")
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.take_turns is not None:
+            from ..observe.turns import parse_turns
+
+            try:
+                parse_turns(self.take_turns)
+            except ValueError as error:
+                raise refuse(field_named(TrainConfig, "take_turns"), self.take_turns,
+                             str(error)) from None
 
 
 @dataclass(kw_only=True)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..observe.memory import peak_memory
 from ..observe.steps import StepStats
 from ..observe.steps import PhaseClock
+from ..observe.turns import turn_taking
 from ..utils.dist import all_reduce, all_reduce_tensor
 from . import checkpoint as ckpt
 from . import loss_scale
@@ -233,11 +234,14 @@ class Trainer:
         if start >= len(self.loader):
             epoch, start = epoch + 1, 0
         log = self.state.epoch_log
+        turns = turn_taking(self.train.take_turns)   # benchmarks: epochs in turn with a partner
         if epoch < self.train.epochs and log and log[-1].pop(FROM_FINAL, False):
             # resumed to train on past a last epoch left to the final evaluation: its
             # weights are the restored ones, so validate it now
             self.task.validate(self, log[-1]["epoch"], log[-1])
         for epoch in range(epoch, self.train.epochs):
+            if turns:
+                turns.wait()
             t0 = time.perf_counter()
             stats, stopped = self.train_epoch(epoch, start)
             seconds = time.perf_counter() - t0
@@ -267,7 +271,11 @@ class Trainer:
             if self._saves() and (stopped or not self.checkpoint.checkpoint_every) \
                     and at_boundary and not saved_now:  # a --max-steps stop always saves
                 self._save()
+            if turns:
+                turns.done()
             if stopped or waited is not None:
                 self.state.early_stopped_epoch = epoch if waited is not None else None
                 break
+        if turns:
+            turns.finish()
         return totals, train_seconds
