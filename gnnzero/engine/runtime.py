@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import GnnZeroError
-from .single_rank import skip_single_rank_allreduce
+from .single_rank import skip_single_rank_reductions
 from .zero3_hooks import replace_fetch_hooks
 
 
@@ -98,7 +98,7 @@ def initialize_engine(model: torch.nn.Module, config: dict[str, Any]):
                                f"file or the override flags") from exc
         raise
     replace_fetch_hooks(engine)   # ZeRO-3, every parameter persistent (zero3_hooks.py)
-    skip_single_rank_allreduce(engine)   # ZeRO-0 on one rank (single_rank.py)
+    skip_single_rank_reductions(engine)   # ZeRO-0/1/2 on one rank (single_rank.py)
     return engine, optimizer, scheduler
 
 

@@ -117,3 +117,28 @@ def test_zero3_hooks_benchmark_times_three_engines(tmp_path):
     assert rows[0].endswith("| 1.000x |")
     for row in rows:
         assert float(row.split(" | ")[1].removesuffix(" ms")) > 0
+
+
+@pytest.mark.e2e
+def test_paired_interleave_runs_both_sides_in_turns(tmp_path):
+    """`run.py --paired --interleave`: the DeepSpeed run and the plain loop start together and
+    pass every epoch's turn through the pair's turn file (3 epochs each: 6 turns)."""
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--paired", "--interleave",
+                           "--stages", "2", "--precisions", "fp32", "--worlds", "1",
+                           "--loaders", "cluster", "--models", "dense", "--repeats", "1",
+                           "--epochs", "3", "--num-nodes", "1500", "--hidden", "16",
+                           "--tag", "t", "--results-dir", str(tmp_path / "results"),
+                           "--work-dir", str(tmp_path / "work")],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "paired_t.jsonl").read_text())
+    assert record["config"] == "z2_fp32_w1_cluster_dense" and record["ratio"] > 0
+    pair = tmp_path / "work" / "t" / "z2_fp32_w1_cluster_dense_r0"
+    assert json.loads((pair / "turns.json").read_text()) == {"turn": 6}
+    for seat in (0, 1):
+        assert json.loads((pair / f"turns.json.finished-{seat}").read_text()) == {
+            "turns_taken": 3}
+    for run in ("z2_fp32_w1_cluster_dense", "baseline_cluster_dense"):
+        metrics = json.loads((pair / "runs" / run / "metrics.json").read_text())
+        assert metrics["config"]["train"]["take_turns"].endswith(f"turns.json:{int(run[0] == 'z')}")
+    assert "trained their epochs in turn" in (tmp_path / "results" / "paired_t.md").read_text()

@@ -107,3 +107,47 @@ def test_prefetch_only_where_a_core_is_free(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert not prefetch.spare_cpu(CPU)
     assert prefetch.spare_cpu(torch.device("cuda", 0))  # the host waits on a GPU
+
+
+def _wait_for(condition, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_gated_worker_prepares_the_next_batch_only_once_released():
+    """On a CPU the worker waits while the step's forward runs (it would hold the GIL the
+    forward needs) and builds the next batch once the step is in backward."""
+    prepared = []
+
+    def prepare(batch):
+        prepared.append(int(batch.x[0, 0]))
+        return batch
+
+    stream = Prefetcher(graphs(10), prepare, depth=2, gated=True)
+    assert int(next(stream).x[0, 0]) == 0
+    time.sleep(0.2)
+    assert prepared == [0]                   # forward of batch 0: the worker waits
+    stream.release_next()
+    stream.release_next()                    # twice in one step: still one batch ahead
+    _wait_for(lambda: len(prepared) >= 2)
+    time.sleep(0.2)
+    assert prepared == [0, 1]
+    assert int(next(stream).x[0, 0]) == 1
+    assert int(next(stream).x[0, 0]) == 2    # not released in step 1: built when asked for
+    assert [int(b.x[0, 0]) for b in stream] == list(range(3, 10))
+    stream.close()
+
+
+def test_batches_on_a_cpu_are_gated():
+    prepared = []
+
+    def prepare(batch):
+        prepared.append(int(batch.x[0, 0]))
+        return batch
+
+    stream = batch_stream(graphs(10), prepare, 2, CPU)
+    next(stream)
+    time.sleep(0.2)
+    assert prepared == [0]
+    stream.close()

@@ -1,5 +1,6 @@
-"""ZeRO-0 on one rank skips DeepSpeed's post-backward gradient all-reduce
-(gnnzero/engine/single_rank.py) and still trains exactly as plain PyTorch.
+"""ZeRO-0 on one rank skips DeepSpeed's post-backward gradient all-reduce, ZeRO-1/2 their
+per-bucket all-reduce (gnnzero/engine/single_rank.py), and all still train exactly as plain
+PyTorch.
 
 Real DeepSpeed engines in this process (a world of one, CPU/gloo), built from the
 shipped configs as launch/train.py builds them; the 2-rank cases, where the all-reduce
@@ -66,15 +67,31 @@ def test_zero0_on_one_rank_does_not_all_reduce(world, monkeypatch, precision):
     assert not engine.enable_backward_allreduce and calls == []
 
 
-def test_zero1_keeps_its_reduction(world):
-    """ZeRO-1's reduction also fills the optimizer's gradient partitions: it stays."""
-    assert _engine(1).enable_backward_allreduce
+@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_zero12_on_one_rank_reduce_no_bucket(world, monkeypatch, stage, precision):
+    """ZeRO-1/2's reduction also fills the optimizer's gradient partitions: it stays, but
+    the bucket all-reduce inside it (flatten, all-reduce, copy back) does not run."""
+    from gnnzero.engine.runtime import compute_dtype
+
+    engine = _engine(stage, precision)
+    assert engine.enable_backward_allreduce
+    calls: list = []
+    real = engine.optimizer.allreduce_no_retain
+    monkeypatch.setattr(engine.optimizer, "allreduce_no_retain",
+                        lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    before = [p.detach().clone() for p in engine.module.parameters()]
+    engine.backward(_loss(engine, 0, world[2], compute_dtype(engine)))
+    engine.step()
+    assert calls == []
+    assert all(not torch.equal(p, b) for p, b in zip(engine.module.parameters(), before))
 
 
-def test_zero0_on_one_rank_equals_plain_pytorch(world):
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_one_rank_equals_plain_pytorch(world, stage):
     """Losses and parameters of 6 clipped AdamW steps against torch's own loop."""
     device = world[2]
-    engine = _engine(0)
+    engine = _engine(stage)
     reference = _model()
     optimizer = torch.optim.AdamW(reference.parameters(), lr=0.01, betas=(0.9, 0.999),
                                   eps=1e-8, weight_decay=5e-4)
