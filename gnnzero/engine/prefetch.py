@@ -13,14 +13,12 @@ global RNG would interleave its draws with dropout's, and a run would no longer
 repeat itself (or resume exactly).  The batches and their order are the same
 with and without prefetching.
 
-On a CPU the step itself runs on the host, and its forward pass is mostly Python
-(PyG's message passing dispatches many small operators), so a worker building a
-batch beside it holds the GIL the forward needs: measured on 1 rank, the forward
-took 1.5 ms a step longer, as much as the 1.5 ms of batch building the thread
-saved.  There the worker is *gated*: it prepares the next batch only once the step
-has entered backward (:meth:`Prefetcher.release_next`), which runs in autograd's
-C++ engine without the GIL, and waits during forward.  On CUDA the host mostly
-waits for the device, and the worker runs ahead freely.
+What it buys depends on the host.  On a 2-core CPU machine with one rank (the paired
+benchmark, ``benchmarks/results/paired_cpu*.md``) the thread took 1.4 of the 2.1 s of batch
+building off the step, yet the step's forward ran 1.1-1.6 s longer beside it: the second core
+is not free of the first (shared caches and memory bandwidth, or host threads).  Holding the
+worker back until the step entered backward, where no Python runs, moved that loss into
+backward (+2.3 s there at ZeRO-2) and was reverted.
 """
 from __future__ import annotations
 
@@ -47,13 +45,9 @@ class Prefetcher:
     """
 
     def __init__(self, batches: Iterator, prepare: Callable, depth: int = 2,
-                 device: Optional[torch.device] = None, gated: bool = False) -> None:
+                 device: Optional[torch.device] = None) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self._stop = threading.Event()
-        # gated: one batch now, then the next once the consumer calls release_next() (or,
-        # failing that, asks for it): never more than one batch ahead of the one in use
-        self._credits = threading.Semaphore(1) if gated else None
-        self._granted, self._taken = 1, 0   # credits given, batches taken (gated)
         self._stream = (torch.cuda.Stream(device) if device is not None and device.type == "cuda"
                         else None)
         self._thread = threading.Thread(target=self._work, args=(batches, prepare),
@@ -69,19 +63,9 @@ class Prefetcher:
                 continue
         return False
 
-    def _wait_for_credit(self) -> bool:
-        if self._credits is None:
-            return True
-        while not self._stop.is_set():
-            if self._credits.acquire(timeout=0.1):
-                return True
-        return False
-
     def _work(self, batches: Iterator, prepare: Callable) -> None:
         try:
             for batch in batches:
-                if not self._wait_for_credit():
-                    return
                 if self._stream is not None:
                     with torch.cuda.stream(self._stream):
                         batch = prepare(batch)
@@ -101,9 +85,6 @@ class Prefetcher:
         return self
 
     def __next__(self):
-        if self._credits is not None and self._granted <= self._taken:
-            self.release_next()       # not released during the last step: release it now
-        self._taken += 1
         item = self._queue.get()
         if item is _DONE:
             raise StopIteration
@@ -114,12 +95,6 @@ class Prefetcher:
             torch.cuda.current_stream().wait_event(event)
             _record_stream(batch, torch.cuda.current_stream())
         return batch
-
-    def release_next(self) -> None:
-        """Let a gated worker prepare one more batch (call as the step enters backward)."""
-        if self._credits is not None and self._granted <= self._taken:
-            self._granted += 1
-            self._credits.release()
 
     def close(self) -> None:
         self._stop.set()
@@ -150,11 +125,10 @@ def spare_cpu(device: torch.device) -> bool:
 
 def batch_stream(batches: Iterator, prepare: Callable, depth: int,
                  device: torch.device):
-    """``prepare`` over ``batches``: in a :class:`Prefetcher` when ``depth`` > 0 (gated on a
-    CPU), else inline."""
+    """``prepare`` over ``batches``: in a :class:`Prefetcher` when ``depth`` > 0, else inline."""
     if depth <= 0:
         return _Inline(batches, prepare)
-    return Prefetcher(batches, prepare, depth, device, gated=device.type != "cuda")
+    return Prefetcher(batches, prepare, depth, device)
 
 
 class _Inline:
@@ -168,9 +142,6 @@ class _Inline:
 
     def __next__(self):
         return self._prepare(next(self._batches))
-
-    def release_next(self) -> None:
-        """Nothing to release: each batch is prepared when it is asked for."""
 
     def close(self) -> None:
         close = getattr(self._batches, "close", None)

@@ -130,7 +130,6 @@ class Trainer:
         with self.probe.forward():
             loss = self.task.loss(engine, batch)
         clock.lap()
-        self._batch_stream.release_next()   # a gated prefetcher builds the next batch now
         engine.backward(loss)
         loss = loss.detach()
         self._unchecked_loss = loss if self._unchecked_loss is None else self._unchecked_loss + loss
@@ -168,7 +167,7 @@ class Trainer:
         engine.train()
         bar = tqdm(total=len(self.loader), initial=start, desc=f"epoch {epoch}",
                    disable=not self.show, leave=False, dynamic_ncols=True)
-        batches = self._batch_stream = self._batches(epoch, start)
+        batches = self._batches(epoch, start)
         stopped, shown = False, 0.0
         try:
             for index in range(start, len(self.loader)):
