@@ -30,7 +30,7 @@ from typing import Optional
 
 from gnnzero.observe.metrics import training_rate
 from sweep import (BenchConfig, Workload, baseline_command, config_command, free_port,
-                   launch_together, read_metrics, run_baseline, run_config)
+                   launch_together, run_baseline, run_config, run_outcome)
 
 
 def _throughput(metrics: Optional[dict]) -> Optional[float]:
@@ -83,7 +83,7 @@ def _in_turns(config: BenchConfig, work: Workload, out: Path, sides: tuple[str, 
         commands.append((cmd, run_dir / "log.txt"))
         run_dirs.append(run_dir)
     codes = launch_together(commands, timeout)
-    return {side: (read_metrics(run_dir, code), str(run_dir / "log.txt"))
+    return {side: run_outcome(run_dir, code)
             for side, run_dir, (code, _) in zip(sides, run_dirs, codes)}
 
 

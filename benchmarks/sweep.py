@@ -193,7 +193,7 @@ def run_config(config: BenchConfig, work: Workload, out: Path, port: int,
     """One `deepspeed` launch of launch/train.py; (metrics or None, log path)."""
     cmd, run_dir = config_command(config, work, out, port)
     code, _ = launch(cmd, run_dir / "log.txt", timeout)
-    return read_metrics(run_dir, code), str(run_dir / "log.txt")
+    return run_outcome(run_dir, code)
 
 
 def run_baseline(config: BenchConfig, work: Workload, out: Path,
@@ -201,6 +201,11 @@ def run_baseline(config: BenchConfig, work: Workload, out: Path,
     """:func:`baseline_command`, run; (metrics or None, log path)."""
     cmd, run_dir = baseline_command(config, work, out, free_port())
     code, _ = launch(cmd, run_dir / "log.txt", timeout)
+    return run_outcome(run_dir, code)
+
+
+def run_outcome(run_dir: Path, code: int) -> tuple[Optional[dict], str]:
+    """(metrics or None, log path) of a launch that wrote its log to ``run_dir/log.txt``."""
     return read_metrics(run_dir, code), str(run_dir / "log.txt")
 
 

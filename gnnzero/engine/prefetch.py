@@ -14,11 +14,11 @@ repeat itself (or resume exactly).  The batches and their order are the same
 with and without prefetching.
 
 What it buys depends on the host.  On a 2-core CPU machine with one rank (the paired
-benchmark, ``benchmarks/results/paired_cpu*.md``) the thread took 1.4 of the 2.1 s of batch
-building off the step, yet the step's forward ran 1.1-1.6 s longer beside it: the second core
-is not free of the first (shared caches and memory bandwidth, or host threads).  Holding the
-worker back until the step entered backward, where no Python runs, moved that loss into
-backward (+2.3 s there at ZeRO-2) and was reverted.
+benchmark, ``benchmarks/results/paired_cpu*.md``) the thread took 1.2-1.5 of the 2.0-2.3 s
+of batch building off the step, yet the step's forward ran 1.1-1.6 s longer beside it: the
+second core is not free of the first (shared caches and memory bandwidth, or host threads).
+Holding the worker back until the step entered backward, where no Python runs, moved that
+loss into backward (+1.9-2.4 s there at ZeRO-2) and was reverted.
 """
 from __future__ import annotations
 
